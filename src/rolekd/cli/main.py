@@ -1,0 +1,268 @@
+"""The `rolekd` command line. Parsing, progress and exit codes only; the work is in `pipeline`."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from pathlib import Path
+from typing import Callable
+
+EPILOG = """examples:
+  rolekd run                                   the embedded demo, end to end (offline, ~5 min on 2 cores)
+  rolekd train demo --set teacher.train.epochs=3
+  rolekd train configs/paper/table2_cifar10_resnet18.yaml --data-dir ~/data
+  rolekd eval runs/demo/teacher/best.pt --config demo
+set ROLEKD_DEBUG=1 to see full tracebacks."""
+
+
+def _common(p: argparse.ArgumentParser, config_required: bool = True) -> None:
+    if config_required:
+        p.add_argument("config", help="YAML config file or packaged config name (e.g. demo)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set teacher.train.epochs=10 (repeatable)")
+    p.add_argument("--data-dir", help="where datasets live (default $ROLEKD_DATA or ~/.cache/rolekd)")
+    p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                   help="import a Python module (file path or dotted name) that registers your models")
+
+
+def _out(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", help="output folder (default runs/<config name>/<role>)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rolekd",
+        description="Knowledge distillation with role-wise data augmentation: a teacher and a (low-bit) "
+        "student each get the augmentation schedule that helps them, searched with population based augmentation.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train one network (the teacher by default) with labels only",
+                       description="Train the configured teacher (or, with --role student, the student without KD).")
+    _common(p)
+    _out(p)
+    p.add_argument("--role", choices=["teacher", "student"], default="teacher")
+    p.add_argument("--schedule", help="augmentation schedule JSON to train with (default: baseline only)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("distill", help="train the student with KD from a fixed teacher",
+                       description="Distil the configured student from a trained teacher with the configured KD objective.")
+    _common(p)
+    _out(p)
+    p.add_argument("--teacher", required=True, help="teacher checkpoint (e.g. runs/x/teacher/best.pt)")
+    p.add_argument("--schedule", help="augmentation schedule JSON for the student")
+    p.set_defaults(func=cmd_distill)
+
+    p = sub.add_parser("eval", help="evaluate a checkpoint on the test split",
+                       description="Print top-1 accuracy, loss, bits and model size of a checkpoint.")
+    p.add_argument("checkpoint")
+    p.add_argument("--config", default=None, help="config naming the dataset (default: the demo)")
+    _common(p, config_required=False)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("export", help="write a quantised student with packed integer weights",
+                       description="Pack a (quantised) checkpoint's weights as integer codes + scale.")
+    p.add_argument("checkpoint")
+    p.add_argument("-o", "--output", required=True, help="file to write")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("plot", help="draw schedules as the paper's Fig. 3",
+                       description="Normalised probability and magnitude of each op over epochs; two files side by side.")
+    p.add_argument("schedules", nargs="+", help="one or two schedule JSON files")
+    p.add_argument("-o", "--output", help="PNG to write (default: beside the first schedule)")
+    p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("augment-preview", help="PNG grid of images before/after a policy or op",
+                       description="Show what a policy, a schedule epoch or a single op does to real images.")
+    p.add_argument("--config", default=None, help="config naming the dataset (default: the demo)")
+    p.add_argument("--policy", help="schedule or policy JSON (default: a random policy)")
+    p.add_argument("--op", help="show this single op at probability 10")
+    p.add_argument("--mag", type=int, default=5, help="magnitude 0-9 for --op")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-n", type=int, default=16, help="number of images")
+    p.add_argument("-o", "--output", default="augment_preview.png")
+    _common(p, config_required=False)
+    p.set_defaults(func=cmd_preview)
+
+    return parser
+
+
+# ---- helpers -----------------------------------------------------------------------------------------
+
+
+def _import_modules(names: list[str]) -> None:
+    """Load user modules that register models (``--import my_models`` or ``--import path/to/file.py``)."""
+    for name in names:
+        path = Path(name)
+        try:
+            if path.suffix == ".py":
+                if not path.is_file():
+                    raise ValueError(f"--import {name}: file not found")
+                spec = importlib.util.spec_from_file_location(path.stem, path)
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[path.stem] = module
+                spec.loader.exec_module(module)
+            else:
+                sys.path.insert(0, os.getcwd())
+                importlib.import_module(name)
+        except ImportError as exc:
+            raise ValueError(f"--import {name}: {exc}") from None
+
+
+def _load_cfg(args: argparse.Namespace, default: str | None = None):
+    from ..config import load_config
+
+    _import_modules(getattr(args, "imports", []))
+    return load_config(getattr(args, "config", None) or default, args.overrides)
+
+
+def _prepare(cfg, args):
+    from ..pipeline.setup import prepare
+
+    return prepare(cfg, args.data_dir)
+
+
+def _default_out(cfg, role: str, args) -> Path:
+    return Path(args.out) if args.out else Path("runs") / cfg.name / role
+
+
+def _load_schedule(path: str | None):
+    if not path:
+        return None
+    from ..augment.schedule import Schedule
+
+    return Schedule.load(path)
+
+
+def _report_fit(label: str, result, out: Path) -> None:
+    from .progress import console
+
+    last = result.last
+    acc = last.get("val_acc", float("nan"))
+    console.print(
+        f"[bold green]{label} done[/]: last-epoch accuracy {100 * acc:.2f}%, best {100 * result.best_acc:.2f}% "
+        f"(epoch {result.best_epoch}) — checkpoints and metrics in {out}"
+    )
+
+
+# ---- commands ----------------------------------------------------------------------------------------
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from ..pipeline.stages import role_config, train_network
+    from .progress import TrainingProgress, console
+
+    cfg = _load_cfg(args)
+    prep = _prepare(cfg, args)
+    out = _default_out(cfg, args.role, args)
+    net = role_config(cfg, args.role)
+    console.print(f"training the {args.role} [bold]{net.model}[/] on {prep.full.name} "
+                  f"({len(prep.full.train)} train / {len(prep.full.test)} test images, {prep.device})")
+    with TrainingProgress(args.role, net.train.epochs) as cb:
+        result = train_network(cfg, prep, args.role, out, schedule=_load_schedule(args.schedule),
+                               resume=args.resume, callback=cb)
+    _report_fit(args.role, result, out)
+    return 0
+
+
+def cmd_distill(args: argparse.Namespace) -> int:
+    from ..pipeline.stages import load_teacher, train_network
+    from .progress import TrainingProgress, console
+
+    cfg = _load_cfg(args)
+    prep = _prepare(cfg, args)
+    teacher = load_teacher(args.teacher, cfg, prep)
+    out = _default_out(cfg, "student", args)
+    s = cfg.student
+    console.print(f"distilling {teacher.meta['model']} -> {s.model} (W/A {s.w_bits}/{s.a_bits}) "
+                  f"with {cfg.distill.method} on {prep.full.name} ({prep.device})")
+    with TrainingProgress("student", s.train.epochs) as cb:
+        result = train_network(cfg, prep, "student", out, schedule=_load_schedule(args.schedule), teacher=teacher,
+                               resume=args.resume, callback=cb)
+    _report_fit("student", result, out)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from ..pipeline.networks import build_network
+    from ..train import evaluate_model, load_checkpoint
+    from .progress import console
+
+    cfg = _load_cfg(args, default="demo")
+    state = load_checkpoint(args.checkpoint)
+    meta = state.get("meta") or {}
+    if "model" not in meta:
+        raise ValueError(f"{args.checkpoint}: no network metadata; expected a checkpoint written by rolekd")
+    prep = _prepare(cfg, args)
+    if meta["num_classes"] != prep.full.num_classes:
+        raise ValueError(f"{args.checkpoint} predicts {meta['num_classes']} classes; dataset {prep.full.name!r} has {prep.full.num_classes}")
+    model = build_network(meta).to(prep.device)
+    model.load_state_dict(state["model"])
+    res = evaluate_model(model, prep.full.test, prep.normalizer, cfg.data.eval_batch_size)
+    size = ""
+    try:
+        from ..quant import model_size_report
+
+        rep = model_size_report(model)
+        size = f"  size {rep.get('fp32_bytes', 0) / 1e6:.2f} MB fp32 -> {rep.get('packed_bytes', 0) / 1e6:.2f} MB deployed"
+    except ImportError:
+        pass
+    console.print(f"{meta['model']} W/A {meta.get('w_bits', 32)}/{meta.get('a_bits', 32)} on {prep.full.name} test "
+                  f"({len(prep.full.test)} images): top-1 {100 * res['acc']:.2f}%  loss {res['loss']:.4f}{size}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from ..quant import export_command
+    from .progress import console
+
+    console.print(export_command(args.checkpoint, args.output))
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from ..augment.plot import plot_command
+    from .progress import console
+
+    if len(args.schedules) > 2:
+        raise ValueError(f"plot takes one or two schedules (teacher, student), got {len(args.schedules)}")
+    console.print(f"wrote {plot_command(args.schedules, args.output)}")
+    return 0
+
+
+def cmd_preview(args: argparse.Namespace) -> int:
+    from ..augment.plot import preview_command
+    from .progress import console
+
+    cfg = _load_cfg(args, default="demo")
+    prep = _prepare(cfg, args)
+    images = prep.full.test.images[: args.n].cpu()
+    console.print(f"wrote {preview_command(args.policy, args.op, args.mag, images, args.output, args.seed)}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except KeyboardInterrupt:
+        print("rolekd: interrupted; rerun with --resume to continue", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, ArithmeticError) as exc:  # user-facing errors: one line
+        if os.environ.get("ROLEKD_DEBUG"):
+            raise
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"rolekd: error: {msg}", file=sys.stderr)
+        return 2
+
+if __name__ == "__main__":
+    sys.exit(main())

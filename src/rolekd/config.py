@@ -1,0 +1,223 @@
+"""Typed, validated experiment description loaded from YAML.
+
+An experiment is data, never code: YAML is read with ``yaml.safe_load`` and every section is a
+pydantic model with ``extra="forbid"``, so an unknown key, a wrong type or an impossible value is
+a one-line :class:`ConfigError` naming the field and what was expected.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+PACKAGED_CONFIGS = Path(__file__).parent / "configs"
+
+Scalar = int | float | str | bool
+
+
+class ConfigError(ValueError):
+    """A user's config is wrong; the message is one line naming the field and what was expected."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    dataset: Literal["digits", "cifar10", "cifar100", "folder"] = "digits"
+    root: str | None = Field(None, description="image folder for dataset=folder (root/<class>/*.png|jpg)")
+    image_size: int = Field(32, ge=8, le=1024, description="images of a folder dataset are resized to this")
+    reduced_train: int = Field(4000, ge=1, description="training images of the reduced (search) split")
+    reduced_val: int = Field(36000, ge=1, description="validation images of the reduced split (PBA used 46000)")
+    split_seed: int = 0
+    crop_padding: int = Field(4, ge=0, le=64, description="random-crop padding in pixels; 0 disables crop")
+    flip: bool = True
+    cutout: int = Field(0, ge=0, description="side of the final cutout square in pixels at 32x32; 0 disables")
+    eval_batch_size: int = Field(1000, ge=1)
+
+
+class TrainConfig(_Section):
+    epochs: int = Field(200, ge=1)
+    batch_size: int = Field(128, ge=1)
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lr: float = Field(0.1, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = True
+    weight_decay: float = Field(5e-4, ge=0)
+    lr_schedule: Literal["step", "cosine", "constant"] = "step"
+    milestones: list[float] = Field([0.3, 0.6, 0.9], description="step decay points as fractions of the epochs")
+    gamma: float = Field(0.1, gt=0, le=1)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    grad_clip: float | None = Field(None, gt=0, description="clip the global gradient norm (PBA used 5.0)")
+    amp: bool = Field(False, description="bf16 autocast (CUDA only; ignored on CPU)")
+    channels_last: bool = False
+    compile: bool = Field(False, description="torch.compile the model (pays off only for long runs)")
+
+    @field_validator("milestones")
+    @classmethod
+    def _fractions(cls, v: list[float]) -> list[float]:
+        if any(not 0 < m < 1 for m in v) or v != sorted(v):
+            raise ValueError("expected increasing fractions of the epochs, each in (0, 1)")
+        return v
+
+
+def _check_bits(v: int) -> int:
+    if not (1 <= v <= 8 or v == 32):
+        raise ValueError(f"expected a bit-width in 1..8 or 32 (full precision), got {v}")
+    return v
+
+
+class NetworkConfig(_Section):
+    model: str = "resnet18"
+    model_args: dict[str, Scalar] = Field(default_factory=dict)
+    checkpoint: str | None = Field(None, description="start from (or, for a teacher, use) these weights")
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    taps: list[str] | None = Field(None, description="module paths of feature taps; default per architecture")
+
+
+class StudentConfig(NetworkConfig):
+    model: str = "resnet18"
+    w_bits: int = 32
+    a_bits: int = 32
+    init_from: Literal["teacher", "scratch"] = "teacher"
+    agents: list[str] = Field(default_factory=list, description="augmentation agents after the schedule")
+    train: TrainConfig = Field(
+        default_factory=lambda: TrainConfig(optimizer="adam", lr=1e-3, weight_decay=1e-5)
+    )
+
+    @field_validator("w_bits", "a_bits")
+    @classmethod
+    def _bits(cls, v: int) -> int:
+        return _check_bits(v)
+
+
+class DistillConfig(_Section):
+    method: str = Field("iikd", description="soft | dml | rkd | mhgd | kdsvd | iikd | dkd | none")
+    lam: float = Field(0.4, ge=0, description="weight of the KD term (lambda in Eq. 1)")
+    lam_decay: float = Field(0.5, gt=0, le=1, description="lambda is multiplied by this ...")
+    lam_every: float = Field(0.3, gt=0, le=1, description="... every this fraction of the epochs")
+    clip_grad: bool = Field(True, description="clip the KD gradient to the task gradient's norm (KD-SVD)")
+    temperature: float = Field(4.0, gt=0)
+    options: dict[str, Scalar | list[Scalar]] = Field(default_factory=dict, description="method-specific")
+
+
+class SearchConfig(_Section):
+    population: int = Field(16, ge=2)
+    epochs: int = Field(200, ge=1, description="epochs of each trial on the reduced split")
+    perturbation_interval: int = Field(3, ge=1)
+    quantile: float = Field(0.25, gt=0, le=0.5)
+    resample_probability: float = Field(0.2, ge=0, le=1)
+    cpus_per_trial: float = Field(1.0, gt=0)
+    gpus_per_trial: float = Field(0.0, ge=0)
+    max_concurrent: int | None = Field(None, ge=1)
+    address: str | None = Field(None, description="join this Ray cluster instead of starting a local one")
+
+
+class StageAlphaConfig(_Section):
+    schedule: str | None = Field(None, description="reuse this teacher schedule instead of searching")
+
+
+class PipelineConfig(_Section):
+    baselines: list[Literal["teacher_vanilla", "student_vanilla", "student_kd", "student_kd_teacher_schedule"]] = Field(
+        default_factory=lambda: ["teacher_vanilla", "student_vanilla", "student_kd", "student_kd_teacher_schedule"]
+    )
+    stage_alpha: StageAlphaConfig = Field(default_factory=StageAlphaConfig)
+    seeds: list[int] = Field(default_factory=lambda: [0])
+
+
+class ExperimentConfig(_Section):
+    name: str = "experiment"
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    data: DataConfig = Field(default_factory=DataConfig)
+    teacher: NetworkConfig = Field(default_factory=NetworkConfig)
+    student: StudentConfig = Field(default_factory=StudentConfig)
+    distill: DistillConfig = Field(default_factory=DistillConfig)
+    search: SearchConfig = Field(default_factory=SearchConfig)
+    pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
+
+    @model_validator(mode="after")
+    def _folder_needs_root(self) -> "ExperimentConfig":
+        if self.data.dataset == "folder" and not self.data.root:
+            raise ValueError("data.root: dataset 'folder' needs data.root, the folder holding <class>/ subfolders")
+        return self
+
+
+def _format_error(exc: ValidationError, source: str) -> str:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key"
+    more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    got = err.get("input")
+    shown = "" if err["type"] in ("extra_forbidden", "missing", "value_error") or isinstance(got, dict) else f" (got {got!r})"
+    return f"{source}: {loc}: {msg}{shown}{more}"
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``a.b=c`` -> (["a", "b"], c) with c typed by YAML (``3`` int, ``true`` bool, ``[1,2]`` list)."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. teacher.train.epochs=10")
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    out = copy.deepcopy(raw)
+    for item in overrides:
+        path, value = parse_override(item)
+        node = out
+        for part in path[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {item!r}: {part!r} is not a section")
+            node = child
+        node[path[-1]] = value
+    return out
+
+
+def resolve_config_path(name: str | Path) -> Path:
+    """A path on disk, or the name of a packaged config (``demo``, ``paper/table2_cifar10_resnet18``)."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    packaged = PACKAGED_CONFIGS / (str(name) if str(name).endswith(".yaml") else f"{name}.yaml")
+    if packaged.is_file():
+        return packaged
+    raise ConfigError(f"config {str(name)!r} not found: expected a YAML file or a packaged config name such as 'demo'")
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Load, override and validate a config; ``None`` loads the embedded demo."""
+    source = resolve_config_path(path or "demo")
+    try:
+        raw = yaml.safe_load(source.read_text()) or {}
+    except yaml.YAMLError as exc:
+        line = getattr(getattr(exc, "problem_mark", None), "line", None)
+        where = f" line {line + 1}" if line is not None else ""
+        raise ConfigError(f"{source}:{where} is not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping of sections (data, teacher, student, ...)")
+    return config_from_dict(apply_overrides(raw, overrides or []), str(source))
+
+
+def config_from_dict(raw: dict[str, Any], source: str = "config") -> ExperimentConfig:
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_error(exc, source)) from None
+
+
+def dump_config(cfg: ExperimentConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

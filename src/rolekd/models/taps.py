@@ -1,0 +1,53 @@
+"""Feature taps: capture intermediate outputs by module path with forward hooks (no model rewrites)."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+
+class FeatureTaps:
+    """Records the outputs of the named submodules on every forward pass.
+
+    Use as a context manager or call :meth:`remove`; hooks never outlive the object that made them.
+    ``features`` holds the last forward's outputs in the order of ``paths``.
+    """
+
+    def __init__(self, model: nn.Module, paths: list[str]) -> None:
+        modules = dict(model.named_modules())
+        missing = [p for p in paths if p not in modules]
+        if missing:
+            raise ValueError(
+                f"feature tap {missing[0]!r} is not a submodule of {type(model).__name__}; "
+                f"expected a module path such as {next(iter(n for n in modules if n), '<none>')!r}"
+            )
+        self.paths = list(paths)
+        self._out: dict[str, Tensor] = {}
+        self._handles = [modules[p].register_forward_hook(self._hook(p)) for p in self.paths]
+
+    def _hook(self, path: str):
+        def record(_module: nn.Module, _inputs, output: Tensor) -> None:
+            self._out[path] = output
+
+        return record
+
+    @property
+    def features(self) -> list[Tensor]:
+        return [self._out[p] for p in self.paths if p in self._out]
+
+    def clear(self) -> None:
+        self._out.clear()
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+        self._out.clear()
+
+    def __enter__(self) -> "FeatureTaps":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.remove()
+
+    def __del__(self) -> None:
+        self.remove()

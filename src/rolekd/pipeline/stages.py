@@ -1,0 +1,132 @@
+"""One network trained for one role: the building block of `rolekd train`, `rolekd distill`, the
+pipeline's stages and its baselines. It wires config to the training loop; it holds no training logic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from ..augment.base import Augmenter
+from ..augment.baseline import BaselineAugmenter
+from ..config import ExperimentConfig, NetworkConfig
+from ..data import Dataset
+from ..train import CrossEntropy, FitResult, Objective, Trainer, fit, load_checkpoint
+from .networks import build_network, network_meta
+from .setup import Prepared
+
+Role = Literal["teacher", "student"]
+
+
+@dataclass
+class TeacherHandle:
+    """A fixed, trained teacher: its network (eval mode, no gradients) and where it came from."""
+
+    model: nn.Module
+    meta: dict[str, Any]
+    path: str
+
+
+def role_config(cfg: ExperimentConfig, role: Role) -> NetworkConfig:
+    return cfg.teacher if role == "teacher" else cfg.student
+
+
+def load_teacher(path: str | Path, cfg: ExperimentConfig, prep: Prepared) -> TeacherHandle:
+    """Load a teacher checkpoint and check it fits the data before any training starts."""
+    state = load_checkpoint(path, map_location=prep.device)
+    meta = state.get("meta") or network_meta(cfg.teacher, prep.full.num_classes, prep.full.image_shape, "teacher")
+    if meta.get("num_classes") != prep.full.num_classes:
+        raise ValueError(
+            f"teacher {path} predicts {meta.get('num_classes')} classes but dataset {prep.full.name!r} has "
+            f"{prep.full.num_classes}; expected a teacher trained on this dataset"
+        )
+    model = build_network(meta)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise ValueError(f"teacher {path} does not match model {meta['model']!r}: {first}") from None
+    model.to(prep.device).eval().requires_grad_(False)
+    return TeacherHandle(model, meta, str(path))
+
+
+def build_augmenters(cfg: ExperimentConfig, schedule: Any = None, agents: list[Augmenter] | None = None) -> list[Augmenter]:
+    """PBA's order: learned policy, then agents, then the baseline crop/flip/cutout."""
+    augs: list[Augmenter] = []
+    if schedule is not None:
+        from ..agents.policy import PolicyAugmenter
+
+        augs.append(PolicyAugmenter(schedule))
+    augs.extend(agents or [])
+    d = cfg.data
+    augs.append(BaselineAugmenter(d.crop_padding, d.flip, d.cutout))
+    return augs
+
+
+def build_objective_for(cfg: ExperimentConfig, student: nn.Module, teacher: TeacherHandle | None, net: NetworkConfig) -> Objective:
+    if teacher is None or cfg.distill.method == "none":
+        return CrossEntropy(net.train.label_smoothing)
+    from ..distill import build_objective
+
+    return build_objective(cfg.distill, teacher.model, student, student_taps=cfg.student.taps, teacher_taps=cfg.teacher.taps)
+
+
+def warm_start_from_teacher(student: nn.Module, meta: dict[str, Any], teacher: TeacherHandle) -> bool:
+    """Paper §5.1: a student of the teacher's architecture starts from the teacher's weights."""
+    if meta["model"] != teacher.meta.get("model") or meta["model_args"] != teacher.meta.get("model_args"):
+        return False
+    from ..quant import warm_start
+
+    warm_start(student, teacher.model.state_dict())
+    return True
+
+
+def train_network(
+    cfg: ExperimentConfig,
+    prep: Prepared,
+    role: Role,
+    out_dir: str | Path | None,
+    *,
+    data: Dataset | None = None,
+    schedule: Any = None,
+    teacher: TeacherHandle | None = None,
+    resume: bool = False,
+    callback=None,
+    seed: int | None = None,
+) -> FitResult:
+    """Train the configured network for ``role`` on ``data`` (default: the full split).
+
+    A student with a ``teacher`` is distilled with ``cfg.distill``; without one it trains on labels
+    alone (the "vanilla" baselines). Evaluation each epoch is on ``data.test`` (the validation split
+    for the reduced data).
+    """
+    net = role_config(cfg, role)
+    data = data or prep.full
+    seed = cfg.seed if seed is None else seed
+    torch.manual_seed(seed)
+    meta = network_meta(net, data.num_classes, data.image_shape, role)
+    model = build_network(meta).to(prep.device)
+    if net.checkpoint and not resume:
+        model.load_state_dict(load_checkpoint(net.checkpoint, prep.device)["model"])
+    elif role == "student" and teacher is not None and cfg.student.init_from == "teacher":
+        meta["warm_started"] = warm_start_from_teacher(model, meta, teacher)
+    objective = build_objective_for(cfg, model, teacher, net)
+    check = getattr(objective, "check", None)
+    if check is not None:
+        check(data.train.images[: min(8, len(data.train))], prep.normalizer)
+    agents = []
+    if role == "student" and cfg.student.agents:
+        from ..agents import build_agents
+
+        agents = build_agents(cfg.student.agents, cfg)
+    ctx_models = {"teacher": teacher.model} if teacher is not None else {}
+    trainer = Trainer(
+        model, data.train, data.test, objective, build_augmenters(cfg, schedule, agents), net.train,
+        prep.normalizer, seed=seed, context_models=ctx_models,
+    )
+    meta["seed"] = seed
+    return fit(trainer, out_dir, meta, resume=resume, callback=callback, eval_batch_size=cfg.data.eval_batch_size)

@@ -1,0 +1,296 @@
+"""The one training loop. Teacher training, KD, a search trial and an agent run all go through it;
+they differ only in the objective and augmenters they hand in.
+
+:class:`Trainer` owns one epoch and evaluation (what a Ray trial iterates); :func:`fit` adds the
+run folder around it: JSON-lines metrics, atomic ``last.pt``/``best.pt``, resume and NaN stops.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..augment.base import AugmentContext, Augmenter, Batch
+from ..config import TrainConfig
+from ..data.tensors import ImageSet, Normalizer, batch_indices, steps_per_epoch
+from .checkpoint import CheckpointError, atomic_write_text, load_checkpoint, save_checkpoint
+from .objective import Objective, StepContext, total_loss
+
+Callback = Callable[[str, dict[str, Any]], None]
+REPORT_EVERY = 20  # steps between host syncs for progress and the NaN check
+
+
+class NonFiniteLossError(ArithmeticError):
+    """Training produced NaN/inf; the message names the term, the epoch and the last good checkpoint."""
+
+
+def make_optimizer(cfg: TrainConfig, params: Sequence[nn.Parameter]) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
+            weight_decay=cfg.weight_decay,
+        )
+    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, eps=1e-5)
+
+
+def lr_factor(cfg: TrainConfig, step: int, spe: int) -> float:
+    """Multiplier of the base lr after ``step`` optimiser steps (``spe`` steps per epoch)."""
+    if cfg.lr_schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * min(step, cfg.epochs * spe) / (cfg.epochs * spe)))
+    if cfg.lr_schedule == "step":
+        epoch = step // spe
+        return cfg.gamma ** sum(epoch >= round(m * cfg.epochs) for m in cfg.milestones)
+    return 1.0
+
+
+def epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Generator:
+    """A generator per (seed, epoch): a resumed run replays exactly the batches it would have seen."""
+    return torch.Generator(device=device).manual_seed(seed * 1_000_003 + epoch * 7919 + 17)
+
+
+def autocast(cfg: TrainConfig, device: torch.device):
+    if cfg.amp and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+class Trainer:
+    """One model, one objective, one optimiser; ``epoch`` counts completed epochs."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        train_set: ImageSet,
+        eval_set: ImageSet | None,
+        objective: Objective,
+        augmenters: Sequence[Augmenter],
+        cfg: TrainConfig,
+        normalizer: Normalizer,
+        seed: int = 0,
+        context_models: dict[str, nn.Module] | None = None,
+    ) -> None:
+        self.device = train_set.device
+        self.cfg, self.seed, self.normalizer = cfg, seed, normalizer
+        self.train_set, self.eval_set = train_set, eval_set
+        self.model = model.to(self.device)
+        if cfg.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.forward_model: nn.Module = torch.compile(self.model) if cfg.compile else self.model
+        self.objective = objective.to(self.device)
+        self.pixel_augs = [a for a in augmenters if a.space == "pixel"]
+        self.input_augs = [a for a in augmenters if a.space == "input"]
+        self.context_models = {"student": self.model, **(context_models or {})}
+        params = [p for p in self.model.parameters() if p.requires_grad] + list(objective.extra_parameters())
+        self.params = params
+        self.optimizer = make_optimizer(cfg, params)
+        self.steps_per_epoch = steps_per_epoch(len(train_set), cfg.batch_size, drop_last=True)
+        spe = self.steps_per_epoch
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(cfg, s, spe))
+        self.epoch = 0
+
+    # -- one epoch ---------------------------------------------------------------------------
+    def _inputs(self, images: Tensor) -> Tensor:
+        x = self.normalizer(images)
+        return x.contiguous(memory_format=torch.channels_last) if self.cfg.channels_last else x
+
+    def augment(self, batch: Batch, ctx: AugmentContext) -> Batch:
+        for aug in self.pixel_augs:
+            batch = aug(batch, ctx)
+        batch = batch.with_images(self._inputs(batch.images))
+        for aug in self.input_augs:
+            batch = aug(batch, ctx)
+        return batch
+
+    def train_epoch(self, callback: Callback | None = None) -> dict[str, float]:
+        cfg, epoch = self.cfg, self.epoch
+        self.model.train()
+        self.objective.train()
+        self.objective.on_epoch_start(epoch, cfg.epochs)
+        gen = epoch_generator(self.seed, epoch, self.device)
+        actx = AugmentContext(
+            epoch=epoch, num_epochs=cfg.epochs, generator=gen, fill=self.normalizer.fill,
+            models=self.context_models, normalize=self.normalizer,
+        )
+        lr = self.optimizer.param_groups[0]["lr"]
+        sums: dict[str, Tensor] = {}
+        correct = torch.zeros((), device=self.device)
+        seen = 0
+        start = time.perf_counter()
+        spe = self.steps_per_epoch
+        for step, idx in enumerate(batch_indices(len(self.train_set), cfg.batch_size, gen, True, self.device)):
+            actx.step = step
+            batch = Batch(self.train_set.images[idx], self.train_set.labels[idx])
+            batch = self.augment(batch, actx)
+            sctx = StepContext(epoch, cfg.epochs, step, spe)
+            with autocast(cfg, self.device):
+                out = self.objective(self.forward_model, batch, sctx)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.objective.backward(out, self.params)
+            if cfg.grad_clip:
+                nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
+            self.optimizer.step()
+            self.scheduler.step()
+            with torch.no_grad():
+                terms = {**out.losses, **out.logs}
+                terms["loss"] = total_loss(out)
+                for k, v in terms.items():
+                    sums[k] = sums.get(k, 0) + v.detach().float() * len(batch)
+                correct += (out.logits.argmax(1) == batch.labels).sum()
+            seen += len(batch)
+            if (step + 1) % REPORT_EVERY == 0 or step + 1 == spe:
+                self._check_finite(sums, seen, step)
+                if callback:
+                    callback("step", {
+                        "epoch": epoch, "step": step + 1, "steps": spe, "loss": sums["loss"].item() / seen,
+                        "images_per_s": seen / (time.perf_counter() - start),
+                    })
+        elapsed = time.perf_counter() - start
+        metrics = {f"train_{k}": (v.item() / max(seen, 1)) for k, v in sums.items()}
+        metrics["train_acc"] = correct.item() / max(seen, 1)
+        metrics["lr"] = lr
+        metrics["images_per_s"] = seen / elapsed if elapsed > 0 else 0.0
+        metrics["epoch_time_s"] = elapsed
+        self.epoch += 1
+        return metrics
+
+    def _check_finite(self, sums: dict[str, Tensor], seen: int, step: int) -> None:
+        bad = [k for k, v in sums.items() if not torch.isfinite(v).all()]
+        if bad:
+            raise NonFiniteLossError(
+                f"loss term {bad[0]!r} became non-finite at epoch {self.epoch + 1}, step {step + 1}"
+            )
+
+    # -- evaluation --------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, data: ImageSet | None = None, batch_size: int = 1000) -> dict[str, float]:
+        data = data if data is not None else self.eval_set
+        if data is None or len(data) == 0:
+            return {}
+        return evaluate_model(self.forward_model, data, self.normalizer, batch_size, self.cfg)
+
+    # -- state ---------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "objective": self.objective.checkpoint_state(),
+            "epoch": self.epoch,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.objective.load_checkpoint_state(state.get("objective") or {})
+        self.epoch = int(state["epoch"])
+
+
+@torch.no_grad()
+def evaluate_model(
+    model: nn.Module, data: ImageSet, normalizer: Normalizer, batch_size: int = 1000, cfg: TrainConfig | None = None
+) -> dict[str, float]:
+    """Top-1 accuracy and mean loss over every image, BatchNorm in eval mode."""
+    was_training = model.training
+    model.eval()
+    correct = torch.zeros((), device=data.device)
+    loss = torch.zeros((), device=data.device)
+    ctx = autocast(cfg, data.device) if cfg is not None else contextlib.nullcontext()
+    for idx in batch_indices(len(data), batch_size, None, False, data.device):
+        x = normalizer(data.images[idx])
+        if cfg is not None and cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with ctx:
+            logits = model(x).float()
+        y = data.labels[idx]
+        loss += F.cross_entropy(logits, y, reduction="sum")
+        correct += (logits.argmax(1) == y).sum()
+    model.train(was_training)
+    n = len(data)
+    return {"acc": correct.item() / n, "loss": loss.item() / n}
+
+
+# ---- the run folder around a Trainer ------------------------------------------------------------
+
+
+@dataclass
+class FitResult:
+    last: dict[str, Any]
+    best_acc: float
+    best_epoch: int
+    history: list[dict[str, Any]]
+
+
+def _read_metrics(path: Path, upto_epoch: int) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in rows if r.get("epoch", 0) <= upto_epoch]
+
+
+def _write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def fit(
+    trainer: Trainer,
+    out_dir: str | Path | None,
+    meta: dict[str, Any] | None = None,
+    resume: bool = False,
+    callback: Callback | None = None,
+    eval_batch_size: int = 1000,
+) -> FitResult:
+    """Train to ``cfg.epochs``, evaluating each epoch; with ``out_dir``, keep metrics and checkpoints.
+
+    ``resume`` continues from ``out_dir/last.pt``; metrics past the checkpoint's epoch (written by a
+    run killed mid-save) are dropped, so a resumed run ends identical to an uninterrupted one.
+    """
+    out = Path(out_dir) if out_dir is not None else None
+    history: list[dict[str, Any]] = []
+    best_acc, best_epoch = -1.0, 0
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        last = out / "last.pt"
+        if last.exists() and not resume:
+            raise CheckpointError(f"{out} already holds a run (last.pt); pass --resume to continue it or choose another --out")
+        if resume and last.exists():
+            state = load_checkpoint(last, map_location=trainer.device)
+            trainer.load_state_dict(state)
+            best_acc, best_epoch = state.get("best_acc", -1.0), state.get("best_epoch", 0)
+            history = _read_metrics(out / "metrics.jsonl", trainer.epoch)
+            if callback:
+                callback("resume", {"epoch": trainer.epoch})
+    meta = dict(meta or {})
+    total = trainer.cfg.epochs
+    while trainer.epoch < total:
+        t0 = time.perf_counter()
+        try:
+            record: dict[str, Any] = {"epoch": trainer.epoch + 1, **trainer.train_epoch(callback)}
+        except NonFiniteLossError as exc:
+            kept = f"; kept the last good checkpoint {out / 'last.pt'}" if out is not None and (out / "last.pt").exists() else ""
+            raise NonFiniteLossError(f"{exc}{kept}") from None
+        record.update({f"val_{k}": v for k, v in trainer.evaluate(batch_size=eval_batch_size).items()})
+        record["time_s"] = time.perf_counter() - t0
+        acc = record.get("val_acc", record["train_acc"])
+        if acc > best_acc:
+            best_acc, best_epoch = acc, record["epoch"]
+        record["best_acc"], record["best_epoch"] = best_acc, best_epoch
+        history.append(record)
+        if out is not None:
+            _write_metrics(out / "metrics.jsonl", history)
+            state = {**trainer.state_dict(), "meta": meta, "best_acc": best_acc, "best_epoch": best_epoch}
+            save_checkpoint(out / "last.pt", state)
+            if best_epoch == record["epoch"]:
+                save_checkpoint(out / "best.pt", {"model": state["model"], "meta": meta, "epoch": record["epoch"], "acc": acc})
+        if callback:
+            callback("epoch", {**record, "epochs": total})
+    return FitResult(history[-1] if history else {}, best_acc, best_epoch, history)
