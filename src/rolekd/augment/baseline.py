@@ -48,7 +48,7 @@ def square_mask(
     ys = torch.arange(h, device=device).view(1, h, 1)
     xs = torch.arange(w, device=device).view(1, 1, w)
     inside = (ys >= y0.view(-1, 1, 1)) & (ys < (y0 + sizes).view(-1, 1, 1))
-    inside &= (xs >= x0.view(-1, 1, 1)) & (xs < (x0 + sizes).view(-1, 1, 1))
+    inside = inside & (xs >= x0.view(-1, 1, 1)) & (xs < (x0 + sizes).view(-1, 1, 1))
     return inside.unsqueeze(1)
 
 

@@ -22,13 +22,7 @@ class FeatureTaps:
             )
         self.paths = list(paths)
         self._out: dict[str, Tensor] = {}
-        self._handles = [modules[p].register_forward_hook(self._hook(p)) for p in self.paths]
-
-    def _hook(self, path: str):
-        def record(_module: nn.Module, _inputs, output: Tensor) -> None:
-            self._out[path] = output
-
-        return record
+        self._handles = [modules[p].register_forward_hook(_recorder(self._out, p)) for p in self.paths]
 
     @property
     def features(self) -> list[Tensor]:
@@ -38,9 +32,9 @@ class FeatureTaps:
         self._out.clear()
 
     def remove(self) -> None:
-        for h in self._handles:
+        for h in getattr(self, "_handles", []):
             h.remove()
-        self._handles.clear()
+        self._handles = []
         self._out.clear()
 
     def __enter__(self) -> "FeatureTaps":
@@ -51,3 +45,13 @@ class FeatureTaps:
 
     def __del__(self) -> None:
         self.remove()
+
+
+def _recorder(store: dict[str, Tensor], path: str):
+    """A hook that writes into ``store`` only: capturing ``self`` would let the model keep the taps
+    object alive, so ``__del__`` (and hook removal) would never run while the model lives."""
+
+    def record(_module: nn.Module, _inputs, output: Tensor) -> None:
+        store[path] = output
+
+    return record

@@ -1,0 +1,55 @@
+import pytest
+
+from rolekd.config import ConfigError, config_from_dict, load_config
+
+
+def test_demo_config_loads_and_overrides_are_typed():
+    cfg = load_config(None, ["teacher.train.epochs=3", "student.w_bits=4", "teacher.train.amp=true",
+                             "teacher.train.milestones=[0.5, 0.75]"])
+    assert cfg.name == "demo"
+    assert cfg.teacher.train.epochs == 3 and isinstance(cfg.teacher.train.epochs, int)
+    assert cfg.student.w_bits == 4
+    assert cfg.teacher.train.amp is True
+    assert cfg.teacher.train.milestones == [0.5, 0.75]
+
+
+@pytest.mark.parametrize(
+    "raw, field",
+    [
+        ({"teacher": {"train": {"epochs": -1}}}, "teacher.train.epochs"),
+        ({"teacher": {"trian": {}}}, "teacher.trian"),
+        ({"student": {"w_bits": 9}}, "student.w_bits"),
+        ({"student": {"a_bits": 0}}, "student.a_bits"),
+        ({"teacher": {"train": {"lr": "fast"}}}, "teacher.train.lr"),
+        ({"teacher": {"train": {"milestones": [0.6, 0.3]}}}, "teacher.train.milestones"),
+        ({"data": {"dataset": "imagenet"}}, "data.dataset"),
+    ],
+)
+def test_bad_config_is_one_line_naming_the_field(raw, field):
+    with pytest.raises(ConfigError) as exc:
+        config_from_dict(raw, "x.yaml")
+    msg = str(exc.value)
+    assert "\n" not in msg
+    assert f"x.yaml: {field}:" in msg
+
+
+def test_unknown_key_says_unknown():
+    with pytest.raises(ConfigError, match=r"nmae: unknown key"):
+        config_from_dict({"nmae": "x"})
+
+
+def test_override_of_unknown_field_is_rejected():
+    with pytest.raises(ConfigError, match="teacher.train.epoch: unknown key"):
+        load_config("demo", ["teacher.train.epoch=3"])
+
+
+def test_yaml_cannot_construct_python_objects(tmp_path):
+    p = tmp_path / "evil.yaml"
+    p.write_text("name: !!python/object/apply:os.system ['echo pwned']\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(p)
+
+
+def test_missing_config_names_what_was_expected():
+    with pytest.raises(ConfigError, match="not found"):
+        load_config("no_such_config_anywhere")

@@ -1,0 +1,52 @@
+import pytest
+import torch
+from torch import nn
+
+from rolekd.models import FeatureTaps, available_models, build_model, default_taps, register_model
+
+TAP_SHAPES = {
+    "resnet18": [(64, 32, 32), (128, 16, 16), (256, 8, 8), (512, 4, 4)],
+    "resnet8": [(64, 32, 32), (128, 16, 16), (256, 8, 8), (512, 4, 4)],
+    "resnet20": [(16, 32, 32), (32, 16, 16), (64, 8, 8)],
+    "alexnet": [(192, 8, 8), (384, 8, 8), (256, 8, 8), (256, 4, 4)],
+    "cnn": [(16, 16, 16), (32, 8, 8), (64, 4, 4)],
+    "mlp": [(256,), (256,)],
+}
+
+
+@pytest.mark.parametrize("name", list(TAP_SHAPES))
+@pytest.mark.parametrize("classes", [10, 100])
+def test_output_and_tap_shapes(name, classes):
+    model = build_model(name, classes).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with FeatureTaps(model, default_taps(model)) as taps:
+        out = model(x)
+        assert out.shape == (2, classes)
+        assert [tuple(f.shape[1:]) for f in taps.features] == TAP_SHAPES[name]
+
+
+def test_resnet_depths_and_registry():
+    assert {"resnet8", "resnet18", "resnet20", "resnet32", "resnet56", "alexnet", "cnn", "mlp"} <= set(available_models())
+    n18 = sum(isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3) for m in build_model("resnet18", 10).modules())
+    n56 = sum(isinstance(m, nn.Conv2d) for m in build_model("resnet56", 10).modules())
+    assert n18 == 17 and n56 == 55  # 16 block convs + stem; ResNet-56: 54 + stem, option-A shortcuts
+
+
+def test_unknown_model_lists_known_ones():
+    with pytest.raises(ValueError, match="unknown model 'resnet1000'.*resnet18"):
+        build_model("resnet1000", 10)
+
+
+def test_user_model_registers_and_taps_are_removed():
+    @register_model("test_tiny_user_net")
+    def tiny(num_classes, in_channels=3):
+        return nn.Sequential(nn.Conv2d(in_channels, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, num_classes))
+
+    model = build_model("test_tiny_user_net", 5)
+    taps = FeatureTaps(model, ["1"])
+    model(torch.randn(1, 3, 8, 8))
+    assert taps.features[0].shape == (1, 4, 6, 6)
+    taps.remove()
+    assert all(len(m._forward_hooks) == 0 for m in model.modules())
+    with pytest.raises(ValueError, match="feature tap 'nope'"):
+        FeatureTaps(model, ["nope"])
