@@ -86,6 +86,7 @@ class Trainer:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.forward_model: nn.Module = torch.compile(self.model) if cfg.compile else self.model
         self.objective = objective.to(self.device)
+        self.augmenters = list(augmenters)
         self.pixel_augs = [a for a in augmenters if a.space == "pixel"]
         self.input_augs = [a for a in augmenters if a.space == "input"]
         self.context_models = {"student": self.model, **(context_models or {})}
@@ -184,6 +185,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "objective": self.objective.checkpoint_state(),
+            "augmenters": [_state_of(a) for a in self.augmenters],
             "epoch": self.epoch,
         }
 
@@ -192,7 +194,16 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.objective.load_checkpoint_state(state.get("objective") or {})
+        for aug, aug_state in zip(self.augmenters, state.get("augmenters") or []):
+            if aug_state:
+                aug.load_state_dict(aug_state)
         self.epoch = int(state["epoch"])
+
+
+def _state_of(augmenter: Augmenter) -> dict[str, Any]:
+    """Learned augmenters (e.g. HARD's augmentor) checkpoint with the model; stateless ones give {}."""
+    get = getattr(augmenter, "state_dict", None)
+    return get() if callable(get) else {}
 
 
 @torch.no_grad()
