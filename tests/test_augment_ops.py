@@ -6,8 +6,10 @@ dataset mean, which is the fill semantic the package implements.
 
 Tolerances (stated, and asserted):
 * colour ops (AutoContrast, Equalize, Invert, Posterize, Solarize, Color, Contrast, Brightness,
-  Sharpness): every pixel within 1 grey level and >= 99 % of pixels exactly equal. The
-  implementation follows Pillow's integer/float32 arithmetic, so in practice all pixels agree.
+  Sharpness): every pixel within 1 grey level and >= 99.9 % of pixels exactly equal. The
+  implementation follows Pillow's integer/float/float32 arithmetic, so in practice all pixels
+  agree; the 0.1 % would only absorb a last-bit rounding difference in another Pillow version
+  (a real off-by-one LUT bug shows up as ~1 % of pixels, which this catches).
 * geometric ops (Rotate, ShearX/Y, TranslateX/Y) and Cutout: >= 99 % of pixels exactly equal;
   a differing pixel may be off by any amount (a nearest-neighbour rounding tie near an edge
   picks the neighbouring source pixel or the fill). In practice the 16.16 fixed-point maps agree
@@ -126,7 +128,7 @@ def assert_colour_close(ours: torch.Tensor, ref: torch.Tensor, what: str) -> Non
     diff = (ours.int() - ref.int()).abs()
     exact = (diff == 0).float().mean().item()
     assert diff.max().item() <= 1, f"{what}: max diff {diff.max().item()} > 1"
-    assert exact >= 0.99, f"{what}: only {exact:.4f} of pixels exact"
+    assert exact >= 0.999, f"{what}: only {exact:.4f} of pixels exact"
 
 
 def assert_geometric_close(ours: torch.Tensor, ref: torch.Tensor, what: str) -> None:

@@ -84,7 +84,9 @@ class StudentConfig(NetworkConfig):
     w_bits: int = 32
     a_bits: int = 32
     init_from: Literal["teacher", "scratch"] = "teacher"
-    agents: list[str] = Field(default_factory=list, description="augmentation agents after the schedule")
+    agents: list[Literal["backward", "hard"]] = Field(
+        default_factory=list, description="augmentation agents after the schedule (settings in the agents section)"
+    )
     train: TrainConfig = Field(
         default_factory=lambda: TrainConfig(optimizer="adam", lr=1e-3, weight_decay=1e-5)
     )
@@ -117,6 +119,38 @@ class SearchConfig(_Section):
     address: str | None = Field(None, description="join this Ray cluster instead of starting a local one")
 
 
+class BackwardAgentConfig(_Section):
+    """Backward-pass samples (Jafari et al. 2023): defaults chosen by rolekd, not by the paper."""
+
+    steps: int = Field(1, ge=1, description="gradient-ascent steps on the input")
+    step_size: float = Field(0.1, gt=0, description="step size in normalised input units")
+    step_type: Literal["raw", "sign", "l2"] = "sign"
+    epsilon: float | None = Field(None, gt=0, description="project onto an L-inf ball of this radius")
+    divergence: Literal["kl", "mse"] = "kl"
+    temperature: float = Field(4.0, gt=0)
+    fraction: float = Field(0.5, gt=0, le=1, description="auxiliary samples added, as a fraction of the batch")
+
+
+class HardAgentConfig(_Section):
+    """HARD (Nix et al. 2023) spatial-transformer augmentor: defaults chosen by rolekd, not by the paper."""
+
+    mode: Literal["affine", "translation"] = "affine"
+    max_translation: float = Field(0.25, ge=0, le=1, description="fraction of the image side")
+    max_rotation: float = Field(30.0, ge=0, le=180, description="degrees")
+    max_scale: float = Field(0.2, ge=0, lt=1, description="scale in 1 +- this")
+    max_shear: float = Field(0.3, ge=0, le=1)
+    init_std: float = Field(0.1, gt=0)
+    consistency: float = Field(1.0, ge=0, description="weight of the teacher-consistency term")
+    update_every: int = Field(1, ge=1, description="student steps per augmentor step")
+    lr: float = Field(1e-3, gt=0)
+    fraction: float = Field(0.5, gt=0, le=1, description="augmented samples added, as a fraction of the batch")
+
+
+class AgentsConfig(_Section):
+    backward: BackwardAgentConfig = Field(default_factory=BackwardAgentConfig)
+    hard: HardAgentConfig = Field(default_factory=HardAgentConfig)
+
+
 class StageAlphaConfig(_Section):
     schedule: str | None = Field(None, description="reuse this teacher schedule instead of searching")
 
@@ -127,6 +161,9 @@ class PipelineConfig(_Section):
     )
     stage_alpha: StageAlphaConfig = Field(default_factory=StageAlphaConfig)
     seeds: list[int] = Field(default_factory=lambda: [0])
+    experiment: Literal["role_wise", "shift_equivariance"] = Field(
+        "role_wise", description="role_wise: the paper's stages and baselines; shift_equivariance: HARD's toy"
+    )
 
 
 class ExperimentConfig(_Section):
@@ -138,6 +175,7 @@ class ExperimentConfig(_Section):
     student: StudentConfig = Field(default_factory=StudentConfig)
     distill: DistillConfig = Field(default_factory=DistillConfig)
     search: SearchConfig = Field(default_factory=SearchConfig)
+    agents: AgentsConfig = Field(default_factory=AgentsConfig)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
 
     @model_validator(mode="after")
