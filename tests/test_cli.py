@@ -15,7 +15,7 @@ def test_help_explains_every_command(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     out = capsys.readouterr().out
-    for cmd in ("train", "distill", "eval", "export", "plot", "augment-preview"):
+    for cmd in ("run", "search", "train", "distill", "eval", "export", "plot", "augment-preview"):
         assert cmd in out
 
 

@@ -74,7 +74,7 @@ def _check_bits(v: int) -> int:
 class NetworkConfig(_Section):
     model: str = "resnet18"
     model_args: dict[str, Scalar] = Field(default_factory=dict)
-    checkpoint: str | None = Field(None, description="start from (or, for a teacher, use) these weights")
+    checkpoint: str | None = Field(None, description="initial weights (a rolekd checkpoint or a bare state_dict)")
     train: TrainConfig = Field(default_factory=TrainConfig)
     taps: list[str] | None = Field(None, description="module paths of feature taps; default per architecture")
 

@@ -41,6 +41,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
+    p = sub.add_parser("run", help="the whole method: stage α, stage β, baselines, report",
+                       description="Search the teacher's schedule and retrain it (stage α), search the student's "
+                       "schedule under KD and retrain it (stage β), train the baselines on the same data and seeds, "
+                       "and write report.md / report.json / plots. Without CONFIG: the embedded demo.")
+    p.add_argument("config", nargs="?", default=None, help="YAML config or packaged config name (default: demo)")
+    _common(p, config_required=False)
+    p.add_argument("--out", help="run folder (default runs/<config name>)")
+    p.add_argument("--resume", action="store_true", help="skip finished stages and continue the one in flight")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("search", help="population based augmentation search for one role",
+                       description="PBA on Ray Tune: search an augmentation schedule for the teacher (stage α) or "
+                       "for the student trained with KD from a fixed teacher (stage β). Writes schedule.json.")
+    _common(p)
+    p.add_argument("--role", choices=["teacher", "student"], required=True)
+    p.add_argument("--teacher", help="teacher checkpoint (required for --role student)")
+    p.add_argument("--out", help="output folder (default runs/<config name>/search_<role>)")
+    p.add_argument("--address", help="join this Ray cluster (default: a local Ray)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted search")
+    p.set_defaults(func=cmd_search)
+
     p = sub.add_parser("train", help="train one network (the teacher by default) with labels only",
                        description="Train the configured teacher (or, with --role student, the student without KD).")
     _common(p)
@@ -150,6 +171,52 @@ def _report_fit(label: str, result, out: Path) -> None:
 
 
 # ---- commands ----------------------------------------------------------------------------------------
+
+
+def _progress_factory(label: str, epochs: int):
+    from .progress import TrainingProgress
+
+    return TrainingProgress(label, epochs)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .progress import console
+
+    cfg = _load_cfg(args, default="demo")
+    out = Path(args.out) if args.out else Path("runs") / cfg.name
+    say = console.print
+    if cfg.pipeline.experiment == "shift_equivariance":
+        from ..pipeline.setup import prepare
+        from ..pipeline.shift_toy import run_shift_toy
+
+        result = run_shift_toy(cfg, prepare(cfg, args.data_dir), out, resume=args.resume,
+                               callback_factory=_progress_factory)
+        console.print((out / "report.md").read_text() if (out / "report.md").is_file() else result)
+        return 0
+    from ..pipeline.run import run_pipeline
+
+    say(f"[bold]rolekd run[/] {cfg.name}: {cfg.data.dataset}, teacher {cfg.teacher.model}, student {cfg.student.model} "
+        f"W/A {cfg.student.w_bits}/{cfg.student.a_bits}, KD {cfg.distill.method} -> {out}")
+    report = run_pipeline(cfg, out, resume=args.resume, data_dir=args.data_dir, progress=_progress_factory, say=say)
+    console.print()
+    console.print(report["table"])
+    console.print(f"\nreport: {out / 'report.md'}  plots: {out / 'plots'}")
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from ..pipeline.search_stage import search_command
+    from .progress import console
+
+    cfg = _load_cfg(args)
+    out = Path(args.out) if args.out else Path("runs") / cfg.name / f"search_{args.role}"
+    if args.role == "student" and not args.teacher:
+        raise ValueError("--role student needs --teacher CHECKPOINT (the fixed, trained teacher)")
+    result = search_command(cfg, args.role, args.teacher, out, address=args.address or cfg.search.address,
+                            resume=args.resume, data_dir=args.data_dir)
+    console.print(f"best trial {result.best_trial}: validation accuracy {100 * result.best_acc:.2f}%; "
+                  f"schedule written to {result.schedule_path}")
+    return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:

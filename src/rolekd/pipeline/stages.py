@@ -110,7 +110,7 @@ def train_network(
     torch.manual_seed(seed)
     meta = network_meta(net, data.num_classes, data.image_shape, role)
     model = build_network(meta).to(prep.device)
-    if net.checkpoint and not resume:
+    if net.checkpoint:  # a resumed run's last.pt overrides this in fit()
         model.load_state_dict(load_checkpoint(net.checkpoint, prep.device)["model"])
     elif role == "student" and teacher is not None and cfg.student.init_from == "teacher":
         meta["warm_started"] = warm_start_from_teacher(model, meta, teacher)

@@ -1,0 +1,163 @@
+"""The run's report: a results table shaped like the paper's Table 2, built only from the rows'
+metric files, the same numbers in ``report.json``, schedule plots (Fig. 3) and learning curves."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..config import ExperimentConfig
+from ..train import atomic_write_json, atomic_write_text
+
+if TYPE_CHECKING:
+    from .run import Row
+
+DEMO_NOTE = (
+    "> **Demo budget.** This run used the embedded digits data set, a small ResNet, a population of "
+    "{population} and {search_epochs} search epochs: it shows the pipeline end to end in minutes, "
+    "not the method's accuracy. See `configs/paper/` and `configs/cpu/` for real settings.\n"
+)
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    mean = statistics.fmean(values)
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return {"mean": mean, "std": std, "n": len(values)}
+
+
+def _fmt(s: dict[str, float]) -> str:
+    if s["n"] > 1:
+        return f"{100 * s['mean']:.2f} ± {100 * s['std']:.2f}"
+    return f"{100 * s['mean']:.2f}"
+
+
+def collect_row(out: Path, row: "Row", seeds: list[int]) -> dict[str, Any] | None:
+    """Last-epoch and best-epoch test accuracy of a row over seeds, read from its metrics files."""
+    last, best, curves = [], [], {}
+    for seed in seeds:
+        path = out / row.folder / f"seed{seed}" / "metrics.jsonl"
+        if not path.is_file():
+            return None
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        accs = [r["val_acc"] for r in rows]
+        last.append(accs[-1])
+        best.append(max(accs))
+        curves[seed] = accs
+    return {"key": row.key, "label": row.label, "role": row.role, "last": _stats(last), "best": _stats(best),
+            "last_per_seed": last, "best_per_seed": best, "curves": curves}
+
+
+def _bits(cfg: ExperimentConfig, role: str) -> str:
+    if role == "teacher":
+        return f"{cfg.teacher.model} 32/32"
+    s = cfg.student
+    return f"{s.model} {s.w_bits}/{s.a_bits}"
+
+
+def _table(results: list[dict[str, Any]], cfg: ExperimentConfig) -> str:
+    lines = [
+        "| method | network W/A | last-epoch acc. (%) | best-epoch acc. (%) |",
+        "|---|---|---:|---:|",
+    ]
+    for r in results:
+        lines.append(f"| {r['label']} | {_bits(cfg, r['role'])} | {_fmt(r['last'])} | {_fmt(r['best'])} |")
+    return "\n".join(lines)
+
+
+def _plot_curves(results: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharey=False)
+    for ax, role in zip(axes, ("teacher", "student")):
+        for r in results:
+            if r["role"] != role:
+                continue
+            for i, (seed, accs) in enumerate(sorted(r["curves"].items())):
+                ax.plot(range(1, len(accs) + 1), [100 * a for a in accs], label=r["label"] if i == 0 else None,
+                        alpha=0.9 if i == 0 else 0.4)
+        ax.set_title(f"{role}: test accuracy per epoch")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("top-1 (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _plot_schedules(schedules: dict[str, Any], plots: Path) -> list[str]:
+    if not schedules:
+        return []
+    from ..augment.plot import plot_schedules
+
+    names = {"A_T": "teacher schedule A_T (stage α)", "A_S": "student schedule A_S (stage β)"}
+    written = []
+    if len(schedules) == 2:
+        plot_schedules({names[k]: schedules[k] for k in ("A_T", "A_S")}, plots / "schedules.png")
+        written.append("plots/schedules.png")
+    for key, sched in schedules.items():
+        fname = "schedule_teacher.png" if key == "A_T" else "schedule_student.png"
+        plot_schedules({names[key]: sched}, plots / fname)
+        written.append(f"plots/{fname}")
+    return written
+
+
+def _dataset_label(cfg: ExperimentConfig) -> str:
+    if cfg.data.dataset == "cifar10":
+        return "CIFAR-10 (as found in the data directory; label accuracies on the JPEG copy as \"CIFAR-10 (JPEG copy)\")"
+    return {"digits": "digits (embedded demo set, scikit-learn)", "cifar100": "CIFAR-100"}.get(cfg.data.dataset, cfg.data.dataset)
+
+
+def write_report(out: Path, cfg: ExperimentConfig, rows: list["Row"], times: dict[str, float],
+                 schedules: dict[str, Any]) -> dict[str, Any]:
+    results = [r for r in (collect_row(out, row, cfg.pipeline.seeds) for row in rows) if r is not None]
+    plots = out / "plots"
+    images = _plot_schedules(schedules, plots)
+    _plot_curves(results, plots / "curves.png")
+    images.append("plots/curves.png")
+    report = {
+        "name": cfg.name, "dataset": cfg.data.dataset, "seeds": cfg.pipeline.seeds,
+        "teacher": {"model": cfg.teacher.model, "epochs": cfg.teacher.train.epochs},
+        "student": {"model": cfg.student.model, "w_bits": cfg.student.w_bits, "a_bits": cfg.student.a_bits,
+                    "epochs": cfg.student.train.epochs},
+        "distill": cfg.distill.method,
+        "rows": [{k: v for k, v in r.items() if k != "curves"} for r in results],
+        "wall_time_s": times, "plots": images,
+    }
+    atomic_write_json(out / "report.json", report)
+    md = [f"# rolekd report: {cfg.name}", ""]
+    if cfg.name == "demo":
+        md += [DEMO_NOTE.format(population=cfg.search.population, search_epochs=cfg.search.epochs), ""]
+    md += [
+        f"Data: {_dataset_label(cfg)}. Teacher: {cfg.teacher.model}, {cfg.teacher.train.epochs} epochs. "
+        f"Student: {cfg.student.model} W/A {cfg.student.w_bits}/{cfg.student.a_bits}, {cfg.student.train.epochs} epochs, "
+        f"KD: {cfg.distill.method}. Search: population {cfg.search.population}, {cfg.search.epochs} epochs on "
+        f"{cfg.data.reduced_train} training / {cfg.data.reduced_val} validation images. Seeds: {cfg.pipeline.seeds}.",
+        "",
+        "Accuracy on the test split. *Last-epoch* is the number to compare; *best-epoch* picks the best "
+        "epoch on the test split itself and is optimistic (shown because the paper reports both).",
+        "",
+        _table(results, cfg),
+        "",
+        "## Wall time per stage",
+        "",
+        "| stage | seconds |",
+        "|---|---:|",
+        *[f"| {k} | {v:.1f} |" for k, v in times.items()],
+        "",
+        "## Plots",
+        "",
+        *[f"![{Path(p).stem}]({p})" for p in images],
+        "",
+        "Schedules: normalised probability and magnitude of each operation over epochs (the paper's Fig. 3).",
+        "",
+    ]
+    atomic_write_text(out / "report.md", "\n".join(md))
+    report["table"] = _table(results, cfg)
+    return report

@@ -1,0 +1,217 @@
+"""`rolekd run`: stage α, stage β, the baselines in the same run, and the report.
+
+Every training in the run is a *row*: a role, a schedule (none, the teacher's A_T or the student's
+A_S), KD or not, and agents. Rows and searches write into their own folders; a finished one is
+recognised from its files, so ``--resume`` skips it and continues the one in flight.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ContextManager, Literal
+
+from ..config import ExperimentConfig, dump_config, load_config
+from ..train import atomic_write_json, atomic_write_text, load_checkpoint
+from .setup import Prepared, prepare
+from .stages import TeacherHandle, load_teacher, train_network
+
+ScheduleRef = Literal["A_T", "A_S"] | None
+ProgressFactory = Callable[[str, int], ContextManager[Callable | None]]
+
+
+@dataclass(frozen=True)
+class Row:
+    key: str
+    label: str
+    role: Literal["teacher", "student"]
+    schedule: ScheduleRef = None
+    kd: bool = False
+    agents: tuple[str, ...] = ()
+    folder: str = ""
+    baseline: str | None = None  # the pipeline.baselines entry that switches this row on
+
+
+PAPER_ROWS = [
+    Row("teacher_alpha", "Teacher + A_T (stage α)", "teacher", "A_T", folder="stage_alpha/teacher"),
+    Row("teacher_vanilla", "Teacher, baseline augmentation", "teacher", folder="baselines/teacher_vanilla",
+        baseline="teacher_vanilla"),
+    Row("student_beta", "Student + KD + A_S (stage β, role-wise)", "student", "A_S", True, folder="stage_beta/student"),
+    Row("student_kd", "Student + KD, baseline augmentation", "student", None, True, folder="baselines/student_kd",
+        baseline="student_kd"),
+    Row("student_kd_teacher_schedule", "Student + KD + A_T (teacher's schedule)", "student", "A_T", True,
+        folder="baselines/student_kd_teacher_schedule", baseline="student_kd_teacher_schedule"),
+    Row("student_vanilla", "Student from scratch, no KD", "student", folder="baselines/student_vanilla",
+        baseline="student_vanilla"),
+]
+
+AGENT_LABELS = {"backward": "backward-pass samples", "hard": "HARD"}
+
+
+def plan_rows(cfg: ExperimentConfig) -> list[Row]:
+    rows = [r for r in PAPER_ROWS if r.baseline is None or r.baseline in cfg.pipeline.baselines]
+    for name in cfg.student.agents:
+        rows.append(Row(f"student_beta_{name}", f"Student + KD + A_S + {AGENT_LABELS[name]}", "student", "A_S", True,
+                        (name,), folder=f"stage_beta/student_{name}"))
+    return rows
+
+
+@dataclass
+class RunState:
+    """Wall time per stage, kept on disk so a resumed run reports the total."""
+
+    path: Path
+    times: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path) -> "RunState":
+        return cls(path, json.loads(path.read_text()) if path.is_file() else {})
+
+    def add(self, stage: str, seconds: float) -> None:
+        self.times[stage] = self.times.get(stage, 0.0) + seconds
+        atomic_write_json(self.path, self.times)
+
+
+class RunFolderError(ValueError):
+    pass
+
+
+def claim_run_folder(cfg: ExperimentConfig, out: Path, resume: bool) -> None:
+    """A run folder belongs to one config: refuse to mix, never overwrite silently."""
+    saved = out / "config.yaml"
+    text = dump_config(cfg)
+    if saved.is_file():
+        if not resume:
+            raise RunFolderError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+        if load_config(saved).model_dump() != cfg.model_dump():
+            raise RunFolderError(
+                f"{out} holds a run of a different config ({saved}); expected the same config to resume — "
+                "choose another --out for a new experiment"
+            )
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(saved, text)
+
+
+def _seed_dir(out: Path, row: Row, seed: int) -> Path:
+    return out / row.folder / f"seed{seed}"
+
+
+def _is_complete(folder: Path, epochs: int) -> bool:
+    last = folder / "last.pt"
+    return last.is_file() and load_checkpoint(last).get("epoch") == epochs
+
+
+def _metrics(folder: Path) -> list[dict[str, Any]]:
+    path = folder / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+class Pipeline:
+    def __init__(
+        self,
+        cfg: ExperimentConfig,
+        out: str | Path,
+        resume: bool = False,
+        data_dir: str | None = None,
+        progress: ProgressFactory | None = None,
+        say: Callable[[str], None] = print,
+        prep: Prepared | None = None,
+    ) -> None:
+        self.cfg, self.out, self.resume, self.data_dir = cfg, Path(out), resume, data_dir
+        self.progress = progress or (lambda label, epochs: nullcontext(None))
+        self.say = say
+        self.prep = prep
+        self.schedules: dict[str, Any] = {}
+        self.teachers: dict[int, TeacherHandle] = {}
+
+    # -- stages ----------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        cfg = self.cfg
+        claim_run_folder(cfg, self.out, self.resume)
+        self.state = RunState.load(self.out / "timings.json")
+        if self.prep is None:
+            self.prep = prepare(cfg, self.data_dir)
+        rows = plan_rows(cfg)
+        self._stage("stage α: teacher schedule A_T", lambda: self._schedule("A_T"))
+        for seed in cfg.pipeline.seeds:
+            for row in rows:
+                if row.role == "teacher":
+                    self._stage(f"teacher: {row.label}", lambda r=row, s=seed: self._train(r, s), key=row.key)
+        self._stage("stage β: student schedule A_S", lambda: self._schedule("A_S"))
+        for seed in cfg.pipeline.seeds:
+            for row in rows:
+                if row.role == "student":
+                    self._stage(f"student: {row.label}", lambda r=row, s=seed: self._train(r, s), key=row.key)
+        from .report import write_report
+
+        return write_report(self.out, cfg, rows, self.state.times, self.schedules)
+
+    def _stage(self, title: str, work: Callable[[], Any], key: str | None = None) -> Any:
+        self.say(f"── {title}")
+        t0 = time.perf_counter()
+        result = work()
+        self.state.add(key or title.split(":")[0], time.perf_counter() - t0)
+        return result
+
+    def _schedule(self, which: str) -> Any:
+        """Search (or reuse) a schedule; the result is ``stage_*/schedule.json``."""
+        from ..augment.schedule import Schedule
+
+        cfg = self.cfg
+        stage = "stage_alpha" if which == "A_T" else "stage_beta"
+        path = self.out / stage / "schedule.json"
+        given = cfg.pipeline.stage_alpha.schedule if which == "A_T" else None
+        if given:
+            schedule = Schedule.load(given)
+            schedule.save(path)
+        elif not path.is_file():
+            if not self._needs_schedule(which):
+                return None
+            from .search_stage import search_command
+
+            role = "teacher" if which == "A_T" else "student"
+            teacher = self._teacher_path(cfg.pipeline.seeds[0]) if role == "student" else None
+            search_command(cfg, role, teacher, self.out / stage / "search", address=cfg.search.address,
+                           resume=self.resume, data_dir=self.data_dir, prep=self.prep)
+            found = Schedule.load(self.out / stage / "search" / "schedule.json")
+            found.save(path)
+        else:
+            self.say(f"   reusing {path}")
+        self.schedules[which] = Schedule.load(path)
+        return self.schedules[which]
+
+    def _needs_schedule(self, which: str) -> bool:
+        return any(r.schedule == which for r in plan_rows(self.cfg))
+
+    def _teacher_path(self, seed: int) -> str:
+        teacher_row = next(r for r in PAPER_ROWS if r.key == "teacher_alpha")
+        return str(_seed_dir(self.out, teacher_row, seed) / "last.pt")
+
+    def _teacher(self, seed: int) -> TeacherHandle:
+        if seed not in self.teachers:
+            self.teachers[seed] = load_teacher(self._teacher_path(seed), self.cfg, self.prep)
+        return self.teachers[seed]
+
+    def _train(self, row: Row, seed: int) -> None:
+        cfg = self.cfg
+        net = cfg.teacher if row.role == "teacher" else cfg.student
+        folder = _seed_dir(self.out, row, seed)
+        if _is_complete(folder, net.train.epochs):
+            self.say(f"   done already ({folder})")
+            return
+        schedule = self.schedules.get(row.schedule) if row.schedule else None
+        if schedule is not None:
+            schedule = schedule.stretch(net.train.epochs)
+        run_cfg = cfg.model_copy(update={"student": cfg.student.model_copy(update={"agents": list(row.agents)})})
+        teacher = self._teacher(seed) if row.kd else None
+        with self.progress(f"{row.key} (seed {seed})", net.train.epochs) as callback:
+            train_network(run_cfg, self.prep, row.role, folder, schedule=schedule, teacher=teacher,
+                          resume=True, callback=callback, seed=seed)
+
+
+def run_pipeline(cfg: ExperimentConfig, out: str | Path, **kwargs) -> dict[str, Any]:
+    return Pipeline(cfg, out, **kwargs).run()
