@@ -1,0 +1,253 @@
+"""Deployable export of a quantised model: k-bit weight codes packed into uint8, plus the full-precision remainder.
+
+File layout (a plain ``torch.save`` dict, readable with ``torch.load(..., weights_only=True)``)::
+
+    {"format": "rolekd-packed-v1",
+     "meta":   {"model": str, "num_classes": int, "model_args": dict, "w_bits": int, "a_bits": int, ...},
+     "layers": {module_path: {"bits": int, "shape": [int, ...], "codes": uint8 tensor, "scale": tensor (1-bit)}},
+     "state":  {state_dict key: tensor}}   # first/last layer, BatchNorm, biases: everything not packed
+
+``meta`` rebuilds the architecture through ``rolekd.models.build_model`` + ``quantize_model`` (an optional
+``keep_first_last`` key, default True, is honoured), so a model must come from the registry to be exported.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..models import build_model
+from .convert import load_state_strict, quantize_model, state_mismatch
+from .dorefa import FULL_PRECISION, QuantWeightMixin, check_bits, codes_to_weight, weight_codes
+
+FORMAT = "rolekd-packed-v1"
+_META_TYPES: dict[str, type] = {"model": str, "num_classes": int, "model_args": dict, "w_bits": int, "a_bits": int}
+_META_HELP = "a meta dict with model (str), num_classes (int), model_args (dict), w_bits and a_bits (int)"
+_CHECKPOINT_HELP = "a training checkpoint dict {'model': state_dict, 'meta': {...}} readable with weights_only=True"
+
+PathArg = str | os.PathLike
+
+
+def pack_codes(codes: Tensor, bits: int) -> Tensor:
+    """Pack integer codes < 2^bits into a little-endian uint8 bit stream of ceil(n * bits / 8) bytes
+    (2-bit: 4 codes per byte)."""
+    stream = ((codes.reshape(-1, 1).to(torch.uint8) >> torch.arange(bits, dtype=torch.uint8)) & 1).reshape(-1)
+    stream = torch.cat([stream, stream.new_zeros(-stream.numel() % 8)])
+    return (stream.view(-1, 8) << torch.arange(8, dtype=torch.uint8)).sum(1, dtype=torch.uint8)
+
+
+def unpack_codes(packed: Tensor, bits: int, count: int) -> Tensor:
+    """Inverse of :func:`pack_codes`: the first ``count`` codes as uint8."""
+    if packed.dtype != torch.uint8 or packed.numel() != -(-count * bits // 8):
+        raise ValueError(f"packed codes: expected {-(-count * bits // 8)} uint8 bytes for {count} {bits}-bit codes")
+    stream = ((packed.reshape(-1, 1) >> torch.arange(8, dtype=torch.uint8)) & 1).reshape(-1)[: count * bits]
+    return (stream.view(count, bits) << torch.arange(bits, dtype=torch.uint8)).sum(1, dtype=torch.uint8)
+
+
+def _packed_layers(model: nn.Module) -> dict[str, QuantWeightMixin]:
+    return {n: m for n, m in model.named_modules() if isinstance(m, QuantWeightMixin) and m.w_bits != FULL_PRECISION}
+
+
+def _packed_nbytes(numel: int, bits: int) -> int:
+    return -(-numel * bits // 8) + (4 if bits == 1 else 0)  # 1-bit layers also carry their fp32 scale
+
+
+def model_size_report(model: nn.Module) -> dict[str, Any]:
+    """Bits, parameter counts, and state bytes at full precision vs as deployed (``packed_bytes``: quantised
+    weights at their bit-width, as :func:`export_packed` stores them, without file overhead)."""
+    w_bits, a_bits = getattr(model, "quant_bits", (FULL_PRECISION, FULL_PRECISION))
+    packed = {f"{n}.weight": m.w_bits for n, m in _packed_layers(model).items()}
+    fp32_bytes = packed_bytes = quantized_params = 0
+    for key, t in model.state_dict().items():
+        nbytes = t.numel() * t.element_size()
+        fp32_bytes += nbytes
+        if key in packed:
+            quantized_params += t.numel()
+            packed_bytes += _packed_nbytes(t.numel(), packed[key])
+        else:
+            packed_bytes += nbytes
+    return {
+        "w_bits": w_bits,
+        "a_bits": a_bits,
+        "params": sum(p.numel() for p in model.parameters()),
+        "quantized_params": quantized_params,
+        "fp32_bytes": fp32_bytes,
+        "packed_bytes": packed_bytes,
+        "ratio": fp32_bytes / max(1, packed_bytes),
+    }
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    """Sizes on disk: the fp32 state_dict as torch.save writes it vs the packed file."""
+
+    path: str
+    w_bits: int
+    a_bits: int
+    fp32_bytes: int
+    packed_bytes: int
+
+    @property
+    def ratio(self) -> float:
+        return self.fp32_bytes / self.packed_bytes
+
+    def table(self) -> str:
+        rows = [("fp32 state_dict", self.fp32_bytes), (f"packed W{self.w_bits}/A{self.a_bits}", self.packed_bytes)]
+        lines = [f"{'':<20}{'bytes':>14}{'MiB':>10}"]
+        lines += [f"{name:<20}{n:>14,}{n / 2**20:>10.2f}" for name, n in rows]
+        lines.append(f"{'ratio':<20}{self.ratio:>13.1f}x   -> {self.path}")
+        return "\n".join(lines)
+
+
+def export_packed(model: nn.Module, path: PathArg, meta: dict[str, Any]) -> ExportReport:
+    """Write ``model`` with its quantised weights as packed integer codes (atomically) and report the sizes."""
+    meta = _check_meta(meta, "export meta")
+    bits = tuple(getattr(model, "quant_bits", (FULL_PRECISION, FULL_PRECISION)))
+    if bits != (meta["w_bits"], meta["a_bits"]):
+        raise ValueError(
+            f"export: the model is quantised to W/A = {bits[0]}/{bits[1]} but meta says "
+            f"{meta['w_bits']}/{meta['a_bits']}; run quantize_model with the meta's bits first"
+        )
+    _check_rebuilds(model, meta)
+    layers = {name: _pack_layer(name, m) for name, m in _packed_layers(model).items()}
+    packed_keys = {f"{name}.weight" for name in layers}
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items() if k not in packed_keys}
+    _atomic_save({"format": FORMAT, "meta": meta, "layers": layers, "state": state}, Path(path))
+    fp32_bytes = _serialized_size(model.state_dict())
+    return ExportReport(str(path), meta["w_bits"], meta["a_bits"], fp32_bytes, os.path.getsize(path))
+
+
+def load_packed(path: PathArg) -> nn.Module:
+    """Rebuild an exported model for inference (eval mode): its quantised layers hold the deployed weight values.
+
+    The logits are bit-identical to the exported model's on CPU. To fine-tune instead, build and quantise a fresh
+    model and :func:`~rolekd.quant.warm_start` it from a training checkpoint.
+    """
+    payload = _read(path, f"a packed model written by export_packed (format {FORMAT!r})")
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a packed model (expected a dict with format {FORMAT!r})")
+    meta = _check_meta(payload.get("meta"), str(path))
+    model = _rebuild(meta)
+    modules = dict(model.named_modules())
+    state = dict(payload.get("state", {}))
+    for name, entry in payload.get("layers", {}).items():
+        layer = modules.get(name)
+        if not _entry_fits(entry, layer):
+            raise ValueError(
+                f"{path}: packed layer {name!r} does not match a quantised layer of "
+                f"{meta['model']!r} {meta['model_args']}"
+            )
+        codes = unpack_codes(entry["codes"], layer.w_bits, layer.weight.numel()).view(layer.weight.shape)
+        state[f"{name}.weight"] = codes_to_weight(codes, layer.w_bits, entry.get("scale"), layer.weight.dtype)
+        layer.prequantized = True
+        layer.weight.requires_grad_(False)
+    load_state_strict(model, state, str(path))
+    return model.eval()
+
+
+def export_command(checkpoint_path: PathArg, out_path: PathArg) -> str:
+    """``rolekd export CHECKPOINT -o FILE``: rebuild the student from a training checkpoint, export it packed,
+    and return a short table of fp32 vs packed size."""
+    ckpt = _read(checkpoint_path, _CHECKPOINT_HELP)
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict):
+        raise ValueError(f"{checkpoint_path}: expected {_CHECKPOINT_HELP}; it has no 'model' state_dict")
+    meta = _check_meta(ckpt.get("meta"), f"{checkpoint_path} 'meta'")
+    model = _rebuild(meta)
+    load_state_strict(model, ckpt["model"], f"{checkpoint_path} 'model'")
+    return export_packed(model, out_path, meta).table()
+
+
+def _entry_fits(entry: Any, layer: nn.Module | None) -> bool:
+    return (
+        isinstance(layer, QuantWeightMixin) and isinstance(entry, dict) and isinstance(entry.get("codes"), Tensor)
+        and entry.get("bits") == layer.w_bits and entry.get("shape") == list(layer.weight.shape)
+    )
+
+
+def _pack_layer(name: str, layer: QuantWeightMixin) -> dict[str, Any]:
+    if layer.prequantized:
+        raise ValueError(f"export: layer {name!r} comes from a packed file already; copy that file instead")
+    codes, scale = weight_codes(layer.weight, layer.w_bits)
+    entry: dict[str, Any] = {
+        "bits": layer.w_bits, "shape": list(layer.weight.shape), "codes": pack_codes(codes.cpu(), layer.w_bits)
+    }
+    if scale is not None:
+        entry["scale"] = scale.cpu()
+    return entry
+
+
+def _check_meta(meta: Any, source: str) -> dict[str, Any]:
+    """Validate the rebuild metadata: required keys and types, valid bits, JSON-serialisable."""
+    if not isinstance(meta, dict):
+        raise ValueError(f"{source}: expected {_META_HELP}, got {type(meta).__name__}")
+    for key, kind in _META_TYPES.items():
+        if key not in meta:
+            raise ValueError(f"{source}: missing {key!r}; expected {_META_HELP}")
+        if not isinstance(meta[key], kind) or isinstance(meta[key], bool):
+            raise ValueError(f"{source}: {key!r} must be {kind.__name__}, got {meta[key]!r}")
+    check_bits(meta["w_bits"], f"{source}: w_bits")
+    check_bits(meta["a_bits"], f"{source}: a_bits")
+    try:
+        json.dumps(meta)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{source}: meta must be JSON-serialisable ({exc})") from exc
+    return dict(meta)
+
+
+def _rebuild(meta: dict[str, Any]) -> nn.Module:
+    """The network meta describes; at W/A = 32/32 it is left unconverted, like the training pipeline leaves it."""
+    model = build_model(meta["model"], meta["num_classes"], **meta["model_args"])
+    if (meta["w_bits"], meta["a_bits"]) != (FULL_PRECISION, FULL_PRECISION):
+        quantize_model(model, meta["w_bits"], meta["a_bits"], keep_first_last=meta.get("keep_first_last", True))
+    return model
+
+
+def _check_rebuilds(model: nn.Module, meta: dict[str, Any]) -> None:
+    """Fail at export time, not at load time, when meta does not describe this model's architecture."""
+    with torch.device("meta"):  # keys and shapes only: no memory, no init cost
+        reference = build_model(meta["model"], meta["num_classes"], **meta["model_args"])
+    problem = state_mismatch(reference.state_dict(), model.state_dict())
+    if problem is not None:
+        raise ValueError(
+            f"export: meta ({meta['model']!r}, {meta['model_args']}) does not rebuild this model: {problem}"
+        )
+
+
+def _read(path: PathArg, expected: str) -> Any:
+    """torch.load with weights_only=True (never unpickles arbitrary objects); any failure is a one-line ValueError."""
+    if not os.path.isfile(path):
+        raise ValueError(f"{path}: no such file; expected {expected}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt zip, truncated file, disallowed pickle global, ...
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ValueError(f"{path}: cannot be read as {expected} ({type(exc).__name__}: {reason})") from exc
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    """torch.save to a temporary file in the target directory, then os.replace: readers never see a partial file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def _serialized_size(obj: Any) -> int:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.tell()
