@@ -105,6 +105,9 @@ class DistillConfig(_Section):
     clip_grad: bool = Field(True, description="clip the KD gradient to the task gradient's norm (KD-SVD)")
     temperature: float = Field(4.0, gt=0)
     options: dict[str, Scalar | list[Scalar]] = Field(default_factory=dict, description="method-specific")
+    init_epochs: int = Field(
+        2, ge=0, description="epochs of MHGD's attention-network initialisation on the teacher's features"
+    )
 
 
 class SearchConfig(_Section):
@@ -134,7 +137,9 @@ class BackwardAgentConfig(_Section):
 class HardAgentConfig(_Section):
     """HARD (Nix et al. 2023) spatial-transformer augmentor: defaults chosen by rolekd, not by the paper."""
 
-    mode: Literal["affine", "translation"] = "affine"
+    augmentor: str = Field("spatial", description="registered augmentor; 'spatial' is the affine spatial transformer")
+    augmentor_args: dict[str, Scalar] = Field(default_factory=dict, description="settings of a user-registered augmentor")
+    mode: Literal["affine", "translation"] = Field("affine", description="spatial: full affine, or translation only")
     max_translation: float = Field(0.25, ge=0, le=1, description="fraction of the image side")
     max_rotation: float = Field(30.0, ge=0, le=180, description="degrees")
     max_scale: float = Field(0.2, ge=0, lt=1, description="scale in 1 +- this")
@@ -142,7 +147,8 @@ class HardAgentConfig(_Section):
     init_std: float = Field(0.1, gt=0)
     consistency: float = Field(1.0, ge=0, description="weight of the teacher-consistency term")
     update_every: int = Field(1, ge=1, description="student steps per augmentor step")
-    lr: float = Field(1e-3, gt=0)
+    lr: float = Field(1e-2, gt=0, description="Adam learning rate of the augmentor")
+    temperature: float = Field(4.0, gt=0, description="of the disagreement and teacher-consistency KLs")
     fraction: float = Field(0.5, gt=0, le=1, description="augmented samples added, as a fraction of the batch")
 
 

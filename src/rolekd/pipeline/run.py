@@ -79,6 +79,20 @@ class RunFolderError(ValueError):
     pass
 
 
+def validate_names(cfg: ExperimentConfig) -> None:
+    """Names that only resolve at build time (models, KD method) are checked before any training."""
+    from ..distill import available_methods
+    from ..models import available_models
+
+    for field_name, name in (("teacher.model", cfg.teacher.model), ("student.model", cfg.student.model)):
+        if name not in available_models():
+            raise ValueError(f"{field_name}: unknown model {name!r}; expected one of: {', '.join(available_models())}")
+    if cfg.distill.method not in available_methods():
+        raise ValueError(
+            f"distill.method: unknown KD method {cfg.distill.method!r}; expected one of: {', '.join(available_methods())}"
+        )
+
+
 def claim_run_folder(cfg: ExperimentConfig, out: Path, resume: bool) -> None:
     """A run folder belongs to one config: refuse to mix, never overwrite silently."""
     saved = out / "config.yaml"
@@ -131,6 +145,7 @@ class Pipeline:
     # -- stages ----------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         cfg = self.cfg
+        validate_names(cfg)
         claim_run_folder(cfg, self.out, self.resume)
         self.state = RunState.load(self.out / "timings.json")
         if self.prep is None:

@@ -72,7 +72,33 @@ def build_objective_for(cfg: ExperimentConfig, student: nn.Module, teacher: Teac
         return CrossEntropy(net.train.label_smoothing)
     from ..distill import build_objective
 
-    return build_objective(cfg.distill, teacher.model, student, student_taps=cfg.student.taps, teacher_taps=cfg.teacher.taps)
+    section = cfg.distill.model_dump(exclude={"init_epochs"})
+    return build_objective(section, teacher.model, student, student_taps=cfg.student.taps,
+                           teacher_taps=cfg.teacher.taps, label_smoothing=net.train.label_smoothing)
+
+
+def prepare_objective(objective: Objective, cfg: ExperimentConfig, data: Dataset, prep: Prepared, seed: int) -> None:
+    """Before training: check teacher and student fit together, then run the method's own
+    initialisation phase (MHGD's attention network) on augmented training batches."""
+    check = getattr(objective, "check", None)
+    if check is not None:
+        check(data.train.images[: min(8, len(data.train))], prep.normalizer)
+    if getattr(objective, "needs_initialization", False):
+        batches = _augmented_batches(cfg, data, cfg.distill.init_epochs, seed, prep.normalizer.fill)
+        objective.initialize(batches, prep.normalizer)
+
+
+def _augmented_batches(cfg: ExperimentConfig, data: Dataset, epochs: int, seed: int, fill: tuple[int, ...]):
+    from ..augment.base import AugmentContext, Batch
+    from ..data import batch_indices
+
+    aug = BaselineAugmenter(cfg.data.crop_padding, cfg.data.flip, 0)
+    train = data.train
+    for epoch in range(epochs):
+        gen = torch.Generator(device=train.device).manual_seed(seed * 1_000_003 + epoch + 911)
+        ctx = AugmentContext(epoch, epochs, gen, fill)
+        for idx in batch_indices(len(train), cfg.student.train.batch_size, gen, True, train.device):
+            yield aug(Batch(train.images[idx], train.labels[idx]), ctx).images
 
 
 def warm_start_from_teacher(student: nn.Module, meta: dict[str, Any], teacher: TeacherHandle) -> bool:
@@ -115,9 +141,9 @@ def train_network(
     elif role == "student" and teacher is not None and cfg.student.init_from == "teacher":
         meta["warm_started"] = warm_start_from_teacher(model, meta, teacher)
     objective = build_objective_for(cfg, model, teacher, net)
-    check = getattr(objective, "check", None)
-    if check is not None:
-        check(data.train.images[: min(8, len(data.train))], prep.normalizer)
+    resuming = resume and out_dir is not None and (Path(out_dir) / "last.pt").is_file()
+    if not resuming:  # a resumed run restores the objective's state from its checkpoint
+        prepare_objective(objective, cfg, data, prep, seed)
     agents = []
     if role == "student" and cfg.student.agents:
         from ..agents import build_agents
