@@ -183,7 +183,7 @@ def test_geometric_op_matches_pillow(images: torch.Tensor, name: str) -> None:
     assert_geometric_close(ours, ref, name)
 
 
-@pytest.mark.parametrize("size", [(32, 32), (24, 40)])
+@pytest.mark.parametrize("size", [(32, 32), (24, 40), (72, 72)])  # 72x72: maps built per call, not cached
 def test_geometric_ops_other_sizes(size) -> None:
     h, w = size
     imgs = make_images(8, h, w, seed=3)
@@ -192,6 +192,9 @@ def test_geometric_ops_other_sizes(size) -> None:
     for name in GEOMETRIC:
         ours = OPS[name](imgs, levels, signs=signs, fill=FILL)
         assert_geometric_close(ours, reference_batch(imgs, name, levels, signs), f"{name} {size}")
+    centers = torch.stack([torch.arange(8) * h // 8, torch.arange(8).flip(0) * w // 8], 1)
+    ours = OPS["Cutout"](imgs, levels, centers=centers, fill=FILL)
+    assert_geometric_close(ours, reference_batch(imgs, "Cutout", levels, None, centers), f"Cutout {size}")
 
 
 def test_cutout_matches_reference(images: torch.Tensor) -> None:
@@ -250,6 +253,29 @@ def test_sequence_equals_sequential_ops(images: torch.Tensor) -> None:
                     fill=FILL,
                 )
         assert torch.equal(out[i : i + 1], x), f"sample {i}: {[OP_NAMES[j] for j in seq[i] if j >= 0]}"
+
+
+def test_every_op_pair_equals_sequential_ops() -> None:
+    """All 15 x 15 ordered pairs in one batch (this exercises the fused warp+warp and
+    table+table paths) equal the two ops applied one after the other."""
+    n = len(OP_NAMES) ** 2
+    images = make_images(n, seed=9)
+    gen = torch.Generator().manual_seed(11)
+    pairs = torch.cartesian_prod(torch.arange(15), torch.arange(15))
+    levels = torch.randint(1, 10, (n, 2), generator=gen)
+    signs = torch.where(torch.rand(n, 2, generator=gen) < 0.5, -1, 1)
+    centers = torch.randint(0, 32, (n, 2, 2), generator=gen)
+    out = ops.apply_op_sequence(images, pairs, levels, signs, centers, FILL)
+    x = images.clone()
+    for k in range(2):  # reference: one single-op call per op and step (never fused)
+        for j, name in enumerate(OP_NAMES):
+            rows = (pairs[:, k] == j).nonzero().squeeze(1)
+            x[rows] = ops.apply_op(
+                name, x[rows], levels[rows, k], signs=signs[rows, k], centers=centers[rows, k], fill=FILL
+            )
+    same = (out == x).flatten(1).all(1).tolist()
+    bad = [f"{OP_NAMES[a]}->{OP_NAMES[b]}" for (a, b), ok in zip(pairs.tolist(), same) if not ok]
+    assert not bad, bad
 
 
 def test_compose_index_is_exact(images: torch.Tensor) -> None:
