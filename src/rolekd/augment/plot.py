@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -26,7 +25,8 @@ from matplotlib.patches import Patch
 
 from .ops import OP_NAMES, apply_op
 from .policy import PBA_ORDER, Policy, PolicyError, apply_policy, policy_from_json
-from .schedule import Schedule, ScheduleError, temp_path_for
+from ..atomic import atomic_path
+from .schedule import Schedule, ScheduleError
 
 __all__ = ["schedule_curves", "plot_schedules", "preview_grid", "plot_command", "preview_command"]
 
@@ -62,16 +62,9 @@ def _colours() -> list:
 
 
 def _atomic_savefig(fig: Figure, path: Path, **kwargs) -> Path:
-    """Save as PNG to a temp sibling, then ``os.replace`` (a reader never sees half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path_for(path)
-    try:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", **kwargs)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    return Path(path)
 
 
 def plot_schedules(schedules: Mapping[str, Schedule], path: str | Path) -> Path:

@@ -364,6 +364,6 @@ def load_policy(path: str | Path) -> Policy:
 
 def save_policy(policy: Policy, path: str | Path) -> Path:
     """Write ``policy.to_dict()`` atomically (temp file + ``os.replace``)."""
-    from .schedule import atomic_write_text
+    from ..atomic import atomic_write_text
 
     return atomic_write_text(Path(path), json.dumps(policy.to_dict(), indent=1) + "\n")

@@ -19,15 +19,14 @@ from __future__ import annotations
 
 import ast
 import json
-import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Literal, Sequence
 
+from ..atomic import atomic_write_text
 from .policy import Policy, PolicyError
 
-__all__ = ["SCHEDULE_FORMAT", "SCHEDULE_VERSION", "Schedule", "ScheduleError", "atomic_write_text"]
+__all__ = ["SCHEDULE_FORMAT", "SCHEDULE_VERSION", "Schedule", "ScheduleError"]
 
 SCHEDULE_FORMAT = "rolekd.schedule"
 SCHEDULE_VERSION = 1
@@ -35,29 +34,6 @@ SCHEDULE_VERSION = 1
 
 class ScheduleError(ValueError):
     """An invalid schedule or schedule file; the message is one line naming file and entry."""
-
-
-def temp_path_for(path: Path) -> Path:
-    """A unique hidden sibling of ``path``; created by the caller, so it gets the usual umask
-    permissions (``mkstemp`` would make it 0600)."""
-    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-
-
-def atomic_write_text(path: Path, text: str) -> Path:
-    """Write ``text`` to a temp file next to ``path``, then ``os.replace`` it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path_for(path)
-    try:
-        with open(tmp, "x") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
 
 
 @dataclass(frozen=True)
