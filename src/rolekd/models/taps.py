@@ -35,7 +35,8 @@ class FeatureTaps:
         for h in getattr(self, "_handles", []):
             h.remove()
         self._handles = []
-        self._out.clear()
+        if hasattr(self, "_out"):  # __init__ may have failed before creating it
+            self._out.clear()
 
     def __enter__(self) -> "FeatureTaps":
         return self
