@@ -1,0 +1,20 @@
+"""Knowledge-distillation objectives: soft labels, DML, RKD, MHGD, KD-SVD, the paper's II-KD, DKD.
+
+Build one with :func:`build_objective`; it returns an :class:`~rolekd.train.objective.Objective`
+for the training loop (a :class:`Distiller` for every method but ``"none"``).
+"""
+
+from .base import KDMethod, Outputs
+from .distiller import Distiller
+from .registry import available_methods, build_objective, register_method
+from .schedule import LambdaSchedule
+
+__all__ = [
+    "Distiller",
+    "KDMethod",
+    "LambdaSchedule",
+    "Outputs",
+    "available_methods",
+    "build_objective",
+    "register_method",
+]
