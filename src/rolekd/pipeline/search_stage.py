@@ -1,0 +1,141 @@
+"""`rolekd search`: a PBA schedule search for one role, wired from config to :mod:`rolekd.search`.
+
+The trial is built here, not in ``search`` (which must not know configs and roles): the
+picklable :func:`make_trial_trainer` rebuilds, inside each Ray trial, the network, objective and
+augmenters exactly as :func:`rolekd.pipeline.stages.train_network` does for the role, on the
+reduced split shared through Ray's object store. Stage α (teacher) and stage β (student, KD from
+a fixed teacher that sees the same augmented batch) differ only in the arguments handed over.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..augment.policy import Policy
+from ..config import ExperimentConfig, config_from_dict
+from ..data import Dataset, ImageSet, Normalizer
+from ..search import SearchResult, TrialParts, run_search
+from .networks import build_network
+from .setup import Prepared, prepare, resolve_device
+from .stages import Role, TeacherHandle, build_role_trainer, load_teacher, prepare_objective, role_config
+
+
+def search_command(
+    cfg: ExperimentConfig,
+    role: Role,
+    teacher_path: str | Path | None = None,
+    out_dir: str | Path | None = None,
+    address: str | None = None,
+    resume: bool = False,
+    data_dir: str | None = None,
+    progress: bool = True,
+    prep: Prepared | None = None,
+) -> SearchResult:
+    """Search the augmentation schedule of ``role`` and write ``schedule.json`` into ``out_dir``.
+
+    ``prep`` reuses data already loaded by the caller (the pipeline). Bad input (a student search
+    without a teacher checkpoint, a missing checkpoint, a teacher of other classes, a trial that
+    cannot be built, GPU trials without a GPU share) is a one-line ``ValueError`` before Ray starts.
+    """
+    if role == "student" and teacher_path is None:
+        raise ValueError("--role student needs --teacher CHECKPOINT: the trained teacher to distil from")
+    if role == "teacher" and teacher_path is not None:
+        raise ValueError("--teacher is only for --role student; a teacher search trains the teacher itself")
+    search_cfg = cfg.search.model_copy(update={"address": address or cfg.search.address})
+    use_gpu = _trials_use_gpu(cfg, search_cfg.address is not None)
+    prep = prep or prepare(cfg, data_dir, device=torch.device("cpu"))
+    teacher = load_teacher(teacher_path, cfg, prep) if teacher_path is not None else None
+    args = search_args(cfg, role, prep, teacher)
+    make_trial_trainer({**args, "config": {**args["config"], "device": "cpu"}}, 0)  # fail here, not in 16 trials
+    out = Path(out_dir) if out_dir is not None else Path("runs") / cfg.name / f"search_{role}"
+    return run_search(
+        make_trial_trainer, args, search_cfg, out,
+        use_gpu=use_gpu, resume=resume, progress=progress, label=f"search {role}", seed=cfg.seed,
+    )
+
+
+def _trials_use_gpu(cfg: ExperimentConfig, on_cluster: bool) -> bool:
+    """Trials get a GPU share when the device is CUDA (on a cluster: when a share is configured)."""
+    if cfg.device == "cpu":
+        return False
+    if on_cluster:
+        return cfg.search.gpus_per_trial > 0
+    if resolve_device(cfg.device).type != "cuda":
+        return False
+    if cfg.search.gpus_per_trial == 0:
+        raise ValueError(
+            "search.gpus_per_trial: the device is CUDA but trials get no GPU; expected a share such as 0.25 "
+            "(4 trials per GPU), or device: cpu"
+        )
+    return True
+
+
+def search_config(cfg: ExperimentConfig, role: Role) -> ExperimentConfig:
+    """The role's recipe with ``train.epochs = search.epochs`` (the lr schedule spans the search)."""
+    out = cfg.model_copy(deep=True)
+    role_config(out, role).train.epochs = cfg.search.epochs
+    return out
+
+
+def search_args(cfg: ExperimentConfig, role: Role, prep: Prepared, teacher: TeacherHandle | None) -> dict[str, Any]:
+    """Everything a trial needs, as plain data: numpy uint8 images go to Ray's object store once."""
+    reduced = prep.reduced(cfg)
+    return {
+        "config": search_config(cfg, role).model_dump(mode="json"),
+        "role": role,
+        "data": {
+            "name": reduced.name, "num_classes": reduced.num_classes, "classes": list(reduced.classes),
+            "train": (reduced.train.images.cpu().numpy(), reduced.train.labels.cpu().numpy()),
+            "val": (reduced.test.images.cpu().numpy(), reduced.test.labels.cpu().numpy()),
+            "mean": prep.normalizer.mean, "std": prep.normalizer.std,
+        },
+        "teacher": None if teacher is None else {
+            "meta": teacher.meta, "path": teacher.path,
+            "state": {k: v.cpu() for k, v in teacher.model.state_dict().items()},
+        },
+    }
+
+
+def make_trial_trainer(args: dict[str, Any], trial_seed: int) -> TrialParts:
+    """Inside a Ray trial: the role's Trainer on the reduced split, and its policy augmenter."""
+    cfg = config_from_dict(args["config"], "search trial config")
+    role: Role = args["role"]
+    device = resolve_device(cfg.device)
+    prep = _trial_data(args["data"], device)
+    teacher = _trial_teacher(args["teacher"], device)
+    seed = cfg.seed + trial_seed
+    data = prep.full  # the reduced split: train / validation
+    parts = build_role_trainer(cfg, role, data, prep.normalizer, device, schedule=Policy.zeros(), teacher=teacher, seed=seed)
+    check = getattr(parts.objective, "check", None)
+    if check is not None:  # cheap: fail while building (the driver's dry run), not epochs later
+        check(data.train.images[: min(8, len(data.train))], prep.normalizer)
+    prepare = functools.partial(prepare_objective, parts.objective, cfg, data, prep, seed)
+    return TrialParts(parts.trainer, parts.augmenters[0], cfg.data.eval_batch_size, prepare)
+
+
+def _tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """Zero-copy view of the object store's read-only array on CPU (training never writes images)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(array).to(device)
+
+
+def _trial_data(d: dict[str, Any], device: torch.device) -> Prepared:
+    train = ImageSet(_tensor(d["train"][0], device), _tensor(d["train"][1], device))
+    val = ImageSet(_tensor(d["val"][0], device), _tensor(d["val"][1], device))
+    return Prepared(Dataset(d["name"], train, val, d["num_classes"], d["classes"]), Normalizer(d["mean"], d["std"]), device)
+
+
+def _trial_teacher(t: dict[str, Any] | None, device: torch.device) -> TeacherHandle | None:
+    if t is None:
+        return None
+    model = build_network(t["meta"])
+    model.load_state_dict(t["state"])
+    model.to(device).eval().requires_grad_(False)
+    return TeacherHandle(model, t["meta"], t["path"])

@@ -1,0 +1,303 @@
+"""Population based augmentation on Ray Tune's PBT scheduler, and the schedule it leaves behind.
+
+:func:`run_search` starts (or joins) Ray, runs ``population`` :class:`PolicyTrial` s for
+``epochs`` iterations under :class:`PopulationBasedTraining` with PBA's explore, then picks the
+trial with the best final validation accuracy and writes its per-epoch policies as a schedule.
+
+Files in ``out_dir``::
+
+    schedule.json        the best trial's schedule (rolekd.schedule JSON)
+    history.jsonl        one line per exploit (see rolekd.search.lineage)
+    search_summary.json  best trial, every trial's final accuracy, exploits, wall time
+    ray/                 Ray Tune's own records: per-trial progress.csv, TensorBoard events,
+                         checkpoints, experiment state (what --resume restores)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import ray
+from ray import tune
+from ray.tune.schedulers import PopulationBasedTraining
+
+from ..augment.policy import Policy
+from ..augment.schedule import Schedule
+from ..config import SearchConfig
+from ..train import atomic_write_json, load_checkpoint
+from .callbacks import HistoryRecorder, SearchProgress
+from .explore import PolicyExplorer
+from .lineage import read_history, reconstruct
+from .trainable import CHECKPOINT_FILE, PolicyTrial, TrainerFactory
+
+EXPERIMENT = "ray"
+HISTORY = "history.jsonl"
+SCHEDULE = "schedule.json"
+SUMMARY = "search_summary.json"
+TUNER_STATE = "tuner.pkl"  # what Tuner.restore needs; written before the first trial starts
+MAX_FAILURES = 2  # a crashed/NaN trial is restarted from its last checkpoint this often, then dropped
+KEEP_CHECKPOINTS = 4  # per trial; a paused clone still needs its source's latest (PBT warns at <= 2)
+AUTH_BANNER_LOGGER = "ray._private.authentication.authentication_token_setup"  # warns on every local start
+
+logger = logging.getLogger(__name__)
+
+
+class SearchError(ValueError):
+    """The search could not produce a schedule; one line saying why and where to look."""
+
+
+@dataclass
+class SearchResult:
+    schedule: Schedule
+    best_trial: str
+    best_acc: float
+    history_path: Path
+    schedule_path: Path
+    summary_path: Path
+
+
+def run_search(
+    factory: TrainerFactory,
+    factory_args: dict[str, Any],
+    search_cfg: SearchConfig,
+    out_dir: str | Path,
+    *,
+    use_gpu: bool = False,
+    resume: bool = False,
+    progress: bool = True,
+    label: str = "search",
+    seed: int | None = None,
+) -> SearchResult:
+    """Search a per-epoch policy schedule; ``factory(factory_args, trial_seed)`` builds each trial.
+
+    ``factory_args`` goes to Ray's object store once and is shared by every trial (put the data
+    there as numpy arrays). ``use_gpu`` gives each trial ``search_cfg.gpus_per_trial`` of a GPU.
+    Ray is joined at ``search_cfg.address`` when set, else reused when already initialised, else
+    started locally and shut down again at the end.
+    """
+    out = Path(out_dir).resolve()
+    experiment = out / EXPERIMENT
+    restore = _resumable(experiment, resume)
+    if not restore:
+        (out / HISTORY).unlink(missing_ok=True)  # left by a search whose Ray records are gone
+    out.mkdir(parents=True, exist_ok=True)
+    recorder = HistoryRecorder(out / HISTORY)
+    display = SearchProgress(label, search_cfg.population, search_cfg.epochs, recorder) if progress else None
+    if display is not None:
+        display.note(_session_line(search_cfg, use_gpu, restore))
+        warning = _population_warning(search_cfg, use_gpu)
+        if warning:
+            display.note(warning)
+    t0 = time.perf_counter()
+    with _ray_session(search_cfg, use_gpu) as ray_start_s, _quiet_tune():
+        trainable = tune.with_resources(
+            tune.with_parameters(PolicyTrial, factory=factory, factory_args=factory_args),
+            {"cpu": search_cfg.cpus_per_trial, "gpu": search_cfg.gpus_per_trial if use_gpu else 0},
+        )
+        if restore:
+            tuner = tune.Tuner.restore(str(experiment), trainable, resume_unfinished=True, resume_errored=True)
+        else:
+            callbacks = [recorder] + ([display] if display is not None else [])
+            tuner = _new_tuner(trainable, search_cfg, out, callbacks, seed)
+        results = tuner.fit()
+        timing = {"wall_time_s": round(time.perf_counter() - t0, 2), "ray_start_s": round(ray_start_s, 2)}
+    return _finish(results, search_cfg, out, timing)
+
+
+def _session_line(cfg: SearchConfig, use_gpu: bool, restore: bool) -> str:
+    what = "continuing" if restore else "starting"
+    if ray.is_initialized():
+        where = "the running Ray"
+    else:
+        where = f"Ray cluster {cfg.address}" if cfg.address else f"a local Ray ({local_cpus(cfg)} CPUs)"
+    share = f", {cfg.gpus_per_trial:g} GPU" if use_gpu else ""
+    return f"{what} {cfg.population} trials x {cfg.epochs} epochs on {where}, {cfg.cpus_per_trial:g} CPU{share} per trial"
+
+
+def _population_warning(cfg: SearchConfig, use_gpu: bool) -> str | None:
+    """PBT compares trials at the same epoch; a population run in waves compares nothing useful."""
+    if cfg.address or use_gpu or ray.is_initialized():
+        return None
+    cpus = local_cpus(cfg)
+    at_once = int(cpus // cfg.cpus_per_trial)
+    if at_once >= cfg.population:
+        return None
+    share = math.floor(100 * cpus / cfg.population) / 100
+    return (f"warning: only {at_once} of {cfg.population} trials fit at once on {cpus} CPUs, so the population runs in "
+            f"waves and exploits are rare; expected search.cpus_per_trial <= {share:g} to run it all at once")
+
+
+def _resumable(experiment: Path, resume: bool) -> bool:
+    """Whether to restore; ``resume`` with nothing recorded yet starts the search afresh."""
+    recorded = (experiment / TUNER_STATE).is_file()
+    if recorded and not resume:
+        raise SearchError(f"{experiment.parent} already holds a search; pass --resume to continue it or choose another --out")
+    return recorded and resume
+
+
+def _new_tuner(trainable: Any, cfg: SearchConfig, out: Path, callbacks: list[tune.Callback], seed: int | None) -> tune.Tuner:
+    """Asynchronous PBT, as PBA ran it on Ray 0.7: at each of its perturbation points a trial in the
+    bottom quantile of the population's latest scores clones a top-quantile trial. No barrier, so
+    a dropped trial never holds the others up (Ray's ``synch=True`` waits for it forever)."""
+    pbt = PopulationBasedTraining(
+        time_attr="training_iteration",
+        metric="val_acc",
+        mode="max",
+        perturbation_interval=cfg.perturbation_interval,
+        quantile_fraction=cfg.quantile,
+        custom_explore_fn=PolicyExplorer(cfg.resample_probability, seed),
+    )
+    return tune.Tuner(
+        trainable,
+        param_space={"policy": Policy.zeros().to_pba_list()},
+        tune_config=tune.TuneConfig(
+            scheduler=pbt, num_samples=cfg.population, reuse_actors=True,
+            trial_dirname_creator=lambda trial: trial.trial_id,
+        ),
+        run_config=tune.RunConfig(
+            name=EXPERIMENT,
+            storage_path=str(out),
+            stop={"training_iteration": cfg.epochs},
+            verbose=0,
+            callbacks=callbacks,
+            failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
+            checkpoint_config=tune.CheckpointConfig(
+                num_to_keep=KEEP_CHECKPOINTS, checkpoint_frequency=cfg.perturbation_interval, checkpoint_at_end=True,
+            ),
+        ),
+    )
+
+
+# ---- Ray session -------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _ray_session(cfg: SearchConfig, use_gpu: bool) -> Iterator[float]:
+    """Join ``cfg.address``, reuse a running Ray, or start a local one for the search's duration.
+
+    Yields the seconds spent starting or joining Ray (0 when it was already running).
+    """
+    if ray.is_initialized():
+        yield 0.0
+        return
+    t0 = time.perf_counter()
+    kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, configure_logging=True,
+                                  logging_level=logging.WARNING)
+    with _logger_level(AUTH_BANNER_LOGGER, logging.ERROR):
+        if cfg.address:
+            ray.init(address=cfg.address, **kwargs)
+        else:
+            ray.init(num_cpus=local_cpus(cfg), num_gpus=_local_gpus() if use_gpu else 0, **kwargs)
+    try:
+        yield time.perf_counter() - t0
+    finally:
+        ray.shutdown()
+
+
+def local_cpus(cfg: SearchConfig) -> int:
+    """CPUs of an embedded Ray: the machine's, or only what ``max_concurrent`` trials need.
+
+    Concurrency is capped through resources, not Tune's ``max_concurrent_trials``: that one would
+    create only the first trials and let them finish before the rest of the population exists.
+    """
+    cpus = os.cpu_count() or 1
+    if cfg.max_concurrent:
+        cpus = min(cpus, math.ceil(cfg.max_concurrent * cfg.cpus_per_trial))
+    return max(cpus, math.ceil(cfg.cpus_per_trial))  # a trial asking for more CPUs than exist still runs
+
+
+def _local_gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count()
+
+
+@contextlib.contextmanager
+def _quiet_tune() -> Iterator[None]:
+    """Silence Tune's tables and per-trial log lines; our callbacks report instead.
+
+    ``RAY_AIR_NEW_OUTPUT=0`` selects the reporter that prints nothing at ``verbose=0``; failed
+    trials are reported by :class:`SearchProgress` and keep their tracebacks in ``error.txt``.
+    """
+    saved_env = os.environ.get("RAY_AIR_NEW_OUTPUT")
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    try:
+        with contextlib.ExitStack() as stack:
+            for name in ("ray.tune", "ray.train", "ray.air"):
+                stack.enter_context(_logger_level(name, logging.CRITICAL))
+            yield
+    finally:
+        if saved_env is None:
+            os.environ.pop("RAY_AIR_NEW_OUTPUT", None)
+        else:
+            os.environ["RAY_AIR_NEW_OUTPUT"] = saved_env
+
+
+@contextlib.contextmanager
+def _logger_level(name: str, level: int) -> Iterator[None]:
+    logger = logging.getLogger(name)
+    saved = logger.level
+    logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.setLevel(saved)
+
+
+# ---- schedule extraction ------------------------------------------------------------------------
+
+
+def _finish(results: tune.ResultGrid, cfg: SearchConfig, out: Path, timing: dict[str, float]) -> SearchResult:
+    finals = _final_accuracies(results, cfg.epochs)
+    unfinished = sum(1 for r in results if r.error is None and (r.metrics or {}).get("trial_id") not in finals)
+    if unfinished:
+        raise SearchError(f"the search stopped with {unfinished} trials unfinished; run it again with --resume to continue")
+    if not finals:
+        raise SearchError(f"no trial of the search finished its {cfg.epochs} epochs; see the error.txt files under {out / EXPERIMENT}")
+    best_trial = max(finals, key=lambda t: finals[t][0])
+    best_acc, checkpoint = finals[best_trial]
+    schedule = _trial_schedule(checkpoint, cfg.epochs)
+    history = read_history(out / HISTORY)
+    matches = reconstruct(history, best_trial, cfg.epochs, Policy.zeros()).policies == schedule.policies
+    if not matches:
+        logger.warning("%s: the lineage rebuilt from %s differs from the schedule in %s's checkpoint; "
+                       "the checkpoint's is kept", out, HISTORY, best_trial)
+    schedule.save(out / SCHEDULE)
+    atomic_write_json(out / SUMMARY, {
+        "best_trial": best_trial,
+        "best_val_acc": best_acc,
+        "final_val_acc": {t: acc for t, (acc, _) in sorted(finals.items())},
+        "failed_trials": sorted(Path(r.path).name for r in results if r.error),  # trial folders are named by id
+        "exploits": len(history),
+        "lineage_matches_history": matches,
+        "epochs": cfg.epochs,
+        "population": cfg.population,
+        **timing,
+    })
+    return SearchResult(schedule, best_trial, best_acc, out / HISTORY, out / SCHEDULE, out / SUMMARY)
+
+
+def _final_accuracies(results: tune.ResultGrid, epochs: int) -> dict[str, tuple[float, tune.Checkpoint]]:
+    """trial id -> (final val_acc, final checkpoint) for trials that ran all ``epochs``."""
+    finals = {}
+    for r in results:
+        m = r.metrics or {}
+        if r.error is None and r.checkpoint is not None and m.get("epoch") == epochs:
+            finals[m["trial_id"]] = (float(m["val_acc"]), r.checkpoint)
+    return finals
+
+
+def _trial_schedule(checkpoint: tune.Checkpoint, epochs: int) -> Schedule:
+    """The policies a trial trained with, kept in its final checkpoint (clones inherit the past)."""
+    with checkpoint.as_directory() as folder:
+        policies = load_checkpoint(Path(folder) / CHECKPOINT_FILE)["policies"]
+    if len(policies) != epochs:
+        raise SearchError(f"{checkpoint.path}: holds {len(policies)} epochs of policies, expected {epochs}")
+    return Schedule.from_policies([Policy.from_pba_list(p) for p in policies])
