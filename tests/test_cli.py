@@ -54,3 +54,20 @@ def test_user_module_import_registers_a_model(tmp_path):
     assert r.returncode == 0, r.stderr
     state = torch.load(out / "last.pt", weights_only=True)
     assert state["meta"]["model"] == "my_linear"
+
+
+def test_agent_preview_restores_the_learned_hard_augmentor(tmp_path, capsys):
+    small = ["--set", "teacher.model_args.width=8", "--set", "student.model_args.width=8"]
+    t, s = tmp_path / "t", tmp_path / "s"
+    assert main(["train", "demo", *small, "--set", "teacher.train.epochs=1", "--out", str(t)]) == 0
+    assert main(["distill", "demo", *small, "--set", "student.train.epochs=1", "--set", "distill.method=soft",
+                 "--set", "student.agents=[hard]", "--teacher", str(t / "best.pt"), "--out", str(s)]) == 0
+    capsys.readouterr()
+    png = tmp_path / "hard.png"
+    args = ["augment-preview", "--config", "demo", *small, "--agent", "hard", "--teacher", str(t / "best.pt"), "-n", "4"]
+    assert main([*args, "--student", str(s / "last.pt"), "-o", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "untrained" not in capsys.readouterr().err  # the augmentor came from last.pt
+    assert main([*args, "--student", str(s / "best.pt"), "-o", str(png)]) == 0  # best.pt keeps the model only
+    assert "untrained" in capsys.readouterr().err
+    assert main(["augment-preview", "--agent", "hard", "--teacher", str(t / "best.pt")]) == 2  # no --student

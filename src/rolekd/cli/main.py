@@ -97,12 +97,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="PNG to write (default: beside the first schedule)")
     p.set_defaults(func=cmd_plot)
 
-    p = sub.add_parser("augment-preview", help="PNG grid of images before/after a policy or op",
-                       description="Show what a policy, a schedule epoch or a single op does to real images.")
+    p = sub.add_parser("augment-preview", help="PNG grid of images before/after a policy, an op or an agent",
+                       description="Show what a policy, a schedule epoch, a single op, or an adversarial agent "
+                                   "(with --teacher and --student checkpoints) does to real images.")
     p.add_argument("--config", default=None, help="config naming the dataset (default: the demo)")
     p.add_argument("--policy", help="schedule or policy JSON (default: a random policy)")
     p.add_argument("--op", help="show this single op at probability 10")
     p.add_argument("--mag", type=int, default=5, help="magnitude 0-9 for --op")
+    p.add_argument("--agent", choices=["backward", "hard"], help="show this agent's samples (needs --teacher, --student)")
+    p.add_argument("--teacher", help="teacher checkpoint, for --agent")
+    p.add_argument("--student", help="student checkpoint (last.pt restores HARD's augmentor), for --agent")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-n", type=int, default=16, help="number of images")
     p.add_argument("-o", "--output", default="augment_preview.png")
@@ -306,7 +310,17 @@ def cmd_preview(args: argparse.Namespace) -> int:
     from .progress import console
 
     cfg = _load_cfg(args, default="demo")
+    if args.agent and not (args.teacher and args.student):
+        raise ValueError(f"--agent {args.agent} needs --teacher and --student checkpoints: the pair it generates for")
+    if args.agent and (args.policy or args.op):
+        raise ValueError("--agent shows an agent's samples; expected it without --policy or --op")
     prep = _prepare(cfg, args)
+    if args.agent:
+        from ..pipeline.agent_preview import agent_preview_command
+
+        out = agent_preview_command(cfg, prep, args.agent, args.teacher, args.student, args.n, args.output, args.seed)
+        console.print(f"wrote {out}")
+        return 0
     images = prep.full.test.images[: args.n].cpu()
     console.print(f"wrote {preview_command(args.policy, args.op, args.mag, images, args.output, args.seed)}")
     return 0
