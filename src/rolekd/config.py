@@ -99,10 +99,14 @@ class StudentConfig(NetworkConfig):
 
 class DistillConfig(_Section):
     method: str = Field("iikd", description="soft | dml | rkd | mhgd | kdsvd | iikd | dkd | none")
-    lam: float = Field(0.4, ge=0, description="weight of the KD term (lambda in Eq. 1)")
+    lam: float | None = Field(
+        None, ge=0, description="weight of the KD term (lambda in Eq. 1); default: the method's (II-KD 0.4, others 1.0)"
+    )
     lam_decay: float = Field(0.5, gt=0, le=1, description="lambda is multiplied by this ...")
     lam_every: float = Field(0.3, gt=0, le=1, description="... every this fraction of the epochs")
-    clip_grad: bool = Field(True, description="clip the KD gradient to the task gradient's norm (KD-SVD)")
+    clip_grad: bool | None = Field(
+        None, description="clip the KD gradient to the task gradient's norm; default: the method's (II-KD, MHGD, KD-SVD on)"
+    )
     temperature: float = Field(4.0, gt=0)
     options: dict[str, Scalar | list[Scalar]] = Field(default_factory=dict, description="method-specific")
     init_epochs: int = Field(
@@ -144,7 +148,7 @@ class HardAgentConfig(_Section):
     max_rotation: float = Field(30.0, ge=0, le=180, description="degrees")
     max_scale: float = Field(0.2, ge=0, lt=1, description="scale in 1 +- this")
     max_shear: float = Field(0.3, ge=0, le=1)
-    init_std: float = Field(0.1, gt=0)
+    init_std: float = Field(0.1, gt=0, description="initial std of the transformation Gaussian (tanh pre-activation units)")
     consistency: float = Field(1.0, ge=0, description="weight of the teacher-consistency term")
     update_every: int = Field(1, ge=1, description="student steps per augmentor step")
     lr: float = Field(1e-2, gt=0, description="Adam learning rate of the augmentor")

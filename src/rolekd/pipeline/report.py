@@ -108,6 +108,44 @@ def _plot_schedules(schedules: dict[str, Any], plots: Path) -> list[str]:
     return written
 
 
+SEARCH_FOLDERS = {"A_T": ("stage α (teacher)", "stage_alpha"), "A_S": ("stage β (student, with KD)", "stage_beta")}
+
+
+def _search_rows(out: Path, schedules: dict[str, Any]) -> list[dict[str, Any]]:
+    """What each search found: read from its summary, so a reused schedule (no search) says so."""
+    rows = []
+    for key, sched in schedules.items():
+        label, stage = SEARCH_FOLDERS[key]
+        summary_path = out / stage / "search" / "search_summary.json"
+        summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
+        active = sum(1 for p in sched.policies if p.prob_sum > 0)
+        rows.append({"schedule": key, "search": label, "summary": summary, "epochs_with_augmentation": active,
+                     "epochs": len(sched.policies)})
+    return rows
+
+
+def _search_section(rows: list[dict[str, Any]]) -> list[str]:
+    if not rows:
+        return []
+    md = ["## Searches", "", "| schedule | search | best trial's validation acc. (%) | population's final acc. (%) "
+          "| exploits | epochs with augmentation |", "|---|---|---:|---|---:|---:|"]
+    notes = []
+    for r in rows:
+        s = r["summary"]
+        if s is None:
+            md.append(f"| {r['schedule']} | {r['search']}: given, not searched | – | – | – "
+                      f"| {r['epochs_with_augmentation']} / {r['epochs']} |")
+        else:
+            finals = ", ".join(f"{100 * v:.1f}" for v in sorted(s["final_val_acc"].values(), reverse=True))
+            md.append(f"| {r['schedule']} | {r['search']} | {100 * s['best_val_acc']:.1f} | {finals} | {s['exploits']} "
+                      f"| {r['epochs_with_augmentation']} / {r['epochs']} |")
+        if r["epochs_with_augmentation"] == 0:
+            notes.append(f"- {r['schedule']} is empty: the best trial kept PBA's initial all-zero policy, i.e. no explored "
+                         "policy overtook training without learned augmentation within this search budget. Its rows "
+                         "equal the baseline-augmentation rows.")
+    return md + [""] + notes + ([""] if notes else [])
+
+
 def _dataset_label(cfg: ExperimentConfig) -> str:
     if cfg.data.dataset == "cifar10":
         return "CIFAR-10 (as found in the data directory; label accuracies on the JPEG copy as \"CIFAR-10 (JPEG copy)\")"
@@ -121,6 +159,7 @@ def write_report(out: Path, cfg: ExperimentConfig, rows: list["Row"], times: dic
     images = _plot_schedules(schedules, plots)
     _plot_curves(results, plots / "curves.png")
     images.append("plots/curves.png")
+    searches = _search_rows(out, schedules)
     report = {
         "name": cfg.name, "dataset": cfg.data.dataset, "seeds": cfg.pipeline.seeds,
         "teacher": {"model": cfg.teacher.model, "epochs": cfg.teacher.train.epochs},
@@ -128,7 +167,7 @@ def write_report(out: Path, cfg: ExperimentConfig, rows: list["Row"], times: dic
                     "epochs": cfg.student.train.epochs},
         "distill": cfg.distill.method,
         "rows": [{k: v for k, v in r.items() if k != "curves"} for r in results],
-        "wall_time_s": times, "plots": images,
+        "wall_time_s": times, "plots": images, "searches": searches,
     }
     atomic_write_json(out / "report.json", report)
     md = [f"# rolekd report: {cfg.name}", ""]
@@ -145,6 +184,7 @@ def write_report(out: Path, cfg: ExperimentConfig, rows: list["Row"], times: dic
         "",
         _table(results, cfg),
         "",
+        *_search_section(searches),
         "## Wall time per stage",
         "",
         "| stage | seconds |",

@@ -14,7 +14,7 @@ from torch import nn
 from ..augment.base import Augmenter
 from ..augment.baseline import BaselineAugmenter
 from ..config import ExperimentConfig, NetworkConfig
-from ..data import Dataset
+from ..data import Dataset, Normalizer
 from ..train import CrossEntropy, FitResult, Objective, Trainer, fit, load_checkpoint
 from .networks import build_network, network_meta
 from .setup import Prepared
@@ -111,6 +111,56 @@ def warm_start_from_teacher(student: nn.Module, meta: dict[str, Any], teacher: T
     return True
 
 
+@dataclass
+class RoleParts:
+    """What one role trains with: the loop, its objective (for its initialisation) and the network's meta."""
+
+    trainer: Trainer
+    objective: Objective
+    augmenters: list[Augmenter]
+    meta: dict[str, Any]
+
+
+def build_role_trainer(
+    cfg: ExperimentConfig,
+    role: Role,
+    data: Dataset,
+    normalizer: Normalizer,
+    device: torch.device,
+    *,
+    schedule: Any = None,
+    teacher: TeacherHandle | None = None,
+    seed: int,
+) -> RoleParts:
+    """The configured network for ``role`` with its objective and augmenters, as every stage,
+    baseline and search trial trains it: the one place config turns into a :class:`Trainer`.
+
+    A student with a ``teacher`` is distilled with ``cfg.distill`` (warm-started from the teacher
+    when the architectures match); without one it trains on labels alone.
+    """
+    net = role_config(cfg, role)
+    torch.manual_seed(seed)
+    meta = network_meta(net, data.num_classes, data.image_shape, role)
+    model = build_network(meta).to(device)
+    if net.checkpoint:  # a resumed run's last.pt overrides this in fit()
+        model.load_state_dict(load_checkpoint(net.checkpoint, device)["model"])
+    elif role == "student" and teacher is not None and cfg.student.init_from == "teacher":
+        meta["warm_started"] = warm_start_from_teacher(model, meta, teacher)
+    objective = build_objective_for(cfg, model, teacher, net)
+    agents = []
+    if role == "student" and cfg.student.agents:
+        from ..agents import build_agents
+
+        agents = build_agents(cfg.student.agents, cfg)
+    augmenters = build_augmenters(cfg, schedule, agents)
+    trainer = Trainer(
+        model, data.train, data.test, objective, augmenters, net.train, normalizer, seed=seed,
+        context_models={"teacher": teacher.model} if teacher is not None else {},
+    )
+    meta["seed"] = seed
+    return RoleParts(trainer, objective, augmenters, meta)
+
+
 def train_network(
     cfg: ExperimentConfig,
     prep: Prepared,
@@ -124,35 +174,13 @@ def train_network(
     callback=None,
     seed: int | None = None,
 ) -> FitResult:
-    """Train the configured network for ``role`` on ``data`` (default: the full split).
-
-    A student with a ``teacher`` is distilled with ``cfg.distill``; without one it trains on labels
-    alone (the "vanilla" baselines). Evaluation each epoch is on ``data.test`` (the validation split
-    for the reduced data).
-    """
-    net = role_config(cfg, role)
+    """Train the configured network for ``role`` on ``data`` (default: the full split), evaluating
+    each epoch on ``data.test`` (the validation split for the reduced data)."""
     data = data or prep.full
     seed = cfg.seed if seed is None else seed
-    torch.manual_seed(seed)
-    meta = network_meta(net, data.num_classes, data.image_shape, role)
-    model = build_network(meta).to(prep.device)
-    if net.checkpoint:  # a resumed run's last.pt overrides this in fit()
-        model.load_state_dict(load_checkpoint(net.checkpoint, prep.device)["model"])
-    elif role == "student" and teacher is not None and cfg.student.init_from == "teacher":
-        meta["warm_started"] = warm_start_from_teacher(model, meta, teacher)
-    objective = build_objective_for(cfg, model, teacher, net)
+    parts = build_role_trainer(cfg, role, data, prep.normalizer, prep.device, schedule=schedule, teacher=teacher, seed=seed)
     resuming = resume and out_dir is not None and (Path(out_dir) / "last.pt").is_file()
     if not resuming:  # a resumed run restores the objective's state from its checkpoint
-        prepare_objective(objective, cfg, data, prep, seed)
-    agents = []
-    if role == "student" and cfg.student.agents:
-        from ..agents import build_agents
-
-        agents = build_agents(cfg.student.agents, cfg)
-    ctx_models = {"teacher": teacher.model} if teacher is not None else {}
-    trainer = Trainer(
-        model, data.train, data.test, objective, build_augmenters(cfg, schedule, agents), net.train,
-        prep.normalizer, seed=seed, context_models=ctx_models,
-    )
-    meta["seed"] = seed
-    return fit(trainer, out_dir, meta, resume=resume, callback=callback, eval_batch_size=cfg.data.eval_batch_size)
+        prepare_objective(parts.objective, cfg, data, prep, seed)
+    return fit(parts.trainer, out_dir, parts.meta, resume=resume, callback=callback,
+               eval_batch_size=cfg.data.eval_batch_size)
