@@ -158,3 +158,18 @@ def test_baseline_augmenter_keeps_labels_and_is_seeded():
     outs = [aug(Batch(x, y), AugmentContext(0, 1, torch.Generator().manual_seed(s))) for s in (5, 5, 6)]
     assert torch.equal(outs[0].images, outs[1].images) and not torch.equal(outs[0].images, outs[2].images)
     assert torch.equal(outs[0].labels, y)
+
+
+def test_train_subset_is_balanced_and_the_search_split_comes_from_it():
+    from rolekd.config import load_config
+    from rolekd.pipeline.setup import prepare
+
+    cfg = load_config("demo", ["data.train_subset=500", "data.reduced_train=200", "data.reduced_val=100"])
+    prep = prepare(cfg)
+    assert len(prep.full.train) == 500 and len(prep.full.test) == 360  # the test split is untouched
+    assert torch.bincount(prep.full.train.labels).tolist() == [50] * 10
+    reduced = prep.reduced(cfg)
+    pool = {tuple(r) for r in prep.full.train.images.flatten(1)[:, ::37].tolist()}
+    assert all(tuple(r) in pool for r in reduced.train.images.flatten(1)[:, ::37].tolist())
+    with pytest.raises(ValueError, match="data.train_subset = 5000 is larger than the 1437"):
+        prepare(load_config("demo", ["data.train_subset=5000"]))

@@ -233,7 +233,12 @@ def test_accepts_the_config_section_and_checks_uint8_pixels():
     student, teacher = _models()
     section = DistillConfig(method="iikd", options={"mhgd_heads": 2})
     objective = build_objective(section.model_dump(exclude={"init_epochs"}), teacher, student)  # as the pipeline
-    assert (objective.lam, objective.clip_grad, objective.method.mhgd.num_heads) == (section.lam, section.clip_grad, 2)
+    assert (section.lam, section.clip_grad) == (None, None)  # unset: the method's own setting applies
+    assert (objective.lam, objective.clip_grad, objective.method.mhgd.num_heads) == (0.4, True, 2)
+    soft = build_objective(DistillConfig(method="soft").model_dump(exclude={"init_epochs"}), teacher, student)
+    assert (soft.lam, soft.clip_grad) == (1.0, False)
+    pinned = DistillConfig(method="soft", lam=0.3, clip_grad=True).model_dump(exclude={"init_epochs"})
+    assert (build_objective(pinned, teacher, student).lam, build_objective(pinned, teacher, student).clip_grad) == (0.3, True)
     pixels = torch.randint(0, 256, (8, 3, 16, 16), dtype=torch.uint8)
     normalize = Normalizer((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
     objective.check(pixels, normalize)

@@ -31,6 +31,10 @@ class DataConfig(_Section):
     dataset: Literal["digits", "cifar10", "cifar100", "folder"] = "digits"
     root: str | None = Field(None, description="image folder for dataset=folder (root/<class>/*.png|jpg)")
     image_size: int = Field(32, ge=8, le=1024, description="images of a folder dataset are resized to this")
+    train_subset: int | None = Field(
+        None, ge=1, description="train on a class-balanced subset of this many training images (CPU budgets); "
+        "the search's reduced split is carved from it"
+    )
     reduced_train: int = Field(4000, ge=1, description="training images of the reduced (search) split")
     reduced_val: int = Field(36000, ge=1, description="validation images of the reduced split (PBA used 46000)")
     split_seed: int = 0

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from ..augment.base import AugmentContext, Batch
 from ..config import HardAgentConfig
+from ..registry import Registry
 from .backward import append_samples, eval_mode, kl_per_sample, pick, teacher_and_student
 
 
@@ -45,31 +46,21 @@ class Augmentor(nn.Module):
 
 
 AugmentorBuilder = Callable[[HardAgentConfig], Augmentor]
-_AUGMENTORS: dict[str, AugmentorBuilder] = {}
+_AUGMENTORS: Registry[AugmentorBuilder] = Registry("augmentor")
 
 
 def register_augmentor(name: str) -> Callable[[AugmentorBuilder], AugmentorBuilder]:
     """Decorator: ``builder(cfg: HardAgentConfig) -> Augmentor`` under ``name`` (its own settings in
     ``cfg.augmentor_args``)."""
-
-    def wrap(builder: AugmentorBuilder) -> AugmentorBuilder:
-        if _AUGMENTORS.get(name, builder) is not builder:
-            raise ValueError(f"augmentor name {name!r} is already registered")
-        _AUGMENTORS[name] = builder
-        return builder
-
-    return wrap
+    return _AUGMENTORS.decorator(name)
 
 
 def available_augmentors() -> list[str]:
-    return sorted(_AUGMENTORS)
+    return _AUGMENTORS.names()
 
 
 def build_augmentor(cfg: HardAgentConfig) -> Augmentor:
-    if cfg.augmentor not in _AUGMENTORS:
-        known = ", ".join(available_augmentors())
-        raise ValueError(f"agents.hard.augmentor: unknown augmentor {cfg.augmentor!r}; expected one of: {known}")
-    return _AUGMENTORS[cfg.augmentor](cfg)
+    return _AUGMENTORS.get(cfg.augmentor, "agents.hard.augmentor")(cfg)
 
 
 # ---- the spatial-transformer augmentor -----------------------------------------------------------

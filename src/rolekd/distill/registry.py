@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from torch import nn
 
+from ..registry import Registry
 from ..train.objective import CrossEntropy, Objective
 from .base import KDMethod, build_method, require
 from .distiller import Distiller
@@ -28,21 +29,19 @@ from .soft import SoftKD
 if TYPE_CHECKING:
     from ..config import DistillConfig
 
-_METHODS: dict[str, type[KDMethod]] = {
-    cls.name: cls for cls in (SoftKD, DML, RKD, MHGD, KDSVD, IIKD, DKD)
-}
+_METHODS: Registry[type[KDMethod]] = Registry("distill method")
+for _cls in (SoftKD, DML, RKD, MHGD, KDSVD, IIKD, DKD):
+    _METHODS.add(_cls.name, _cls)
 
 
 def register_method(cls: type[KDMethod]) -> type[KDMethod]:
     """Class decorator adding a user's :class:`KDMethod` under its ``name``."""
     require(bool(cls.name) and cls.name != "none", f"a distill method needs a name other than 'none', got {cls.name!r}")
-    require(_METHODS.get(cls.name, cls) is cls, f"distill method name {cls.name!r} is already registered")
-    _METHODS[cls.name] = cls
-    return cls
+    return _METHODS.add(cls.name, cls)
 
 
 def available_methods() -> list[str]:
-    return ["none", *sorted(_METHODS)]
+    return ["none", *_METHODS.names()]
 
 
 _SECTION_DEFAULTS: dict[str, Any] = {
@@ -88,7 +87,7 @@ def build_objective(
         return CrossEntropy(label_smoothing)
     require(method in _METHODS, f"unknown distill method {method!r}; expected one of: {', '.join(available_methods())}")
     require(teacher is not None, f"distill method {method!r} needs a teacher model")
-    cls = _METHODS[method]
+    cls = _METHODS.get(method)
     if settings["temperature"] is not None and "temperature" in inspect.signature(cls).parameters:
         require(
             "temperature" not in options,

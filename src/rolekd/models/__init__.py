@@ -1,7 +1,7 @@
 """Model registry, CIFAR architectures and feature taps."""
 
 from . import alexnet, resnet, small  # noqa: F401  (registers the built-in models)
-from .registry import available_models, build_model, default_taps, register_model
+from .registry import available_models, build_model, default_taps, model_builder, register_model
 from .taps import FeatureTaps
 
 __all__ = ["FeatureTaps", "available_models", "build_model", "default_taps", "register_model"]

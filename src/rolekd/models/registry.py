@@ -9,33 +9,31 @@ from typing import Callable
 
 from torch import nn
 
+from ..registry import Registry
+
 ModelBuilder = Callable[..., nn.Module]
-_REGISTRY: dict[str, ModelBuilder] = {}
+_MODELS: Registry[ModelBuilder] = Registry("model")
 
 
 def register_model(name: str | None = None) -> Callable[[ModelBuilder], ModelBuilder]:
     """Decorator registering ``builder(num_classes, **kwargs)`` under ``name`` (default: its __name__)."""
-
-    def wrap(builder: ModelBuilder) -> ModelBuilder:
-        key = name or builder.__name__
-        if key in _REGISTRY and _REGISTRY[key] is not builder:
-            raise ValueError(f"model name {key!r} is already registered")
-        _REGISTRY[key] = builder
-        return builder
-
-    return wrap
+    return _MODELS.decorator(name)
 
 
 def available_models() -> list[str]:
-    return sorted(_REGISTRY)
+    return _MODELS.names()
+
+
+def model_builder(name: str, field: str | None = None) -> ModelBuilder:
+    """The registered builder (e.g. to read its signature); unknown names error naming ``field``."""
+    return _MODELS.get(name, field)
 
 
 def build_model(name: str, num_classes: int, **kwargs) -> nn.Module:
     """Build a registered model; an unknown name is a one-line error listing the known ones."""
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown model {name!r}; expected one of: {', '.join(available_models())}")
+    builder = _MODELS.get(name)
     try:
-        return _REGISTRY[name](num_classes, **kwargs)
+        return builder(num_classes, **kwargs)
     except TypeError as exc:
         raise ValueError(f"model {name!r} rejected its arguments {kwargs}: {exc}") from exc
 

@@ -10,7 +10,7 @@ from torch import nn
 
 from ..config import NetworkConfig, StudentConfig
 from ..models import build_model
-from ..models.registry import _REGISTRY
+from ..models.registry import model_builder
 
 
 def network_meta(net: NetworkConfig, num_classes: int, image_shape: tuple[int, int, int], role: str) -> dict[str, Any]:
@@ -19,8 +19,7 @@ def network_meta(net: NetworkConfig, num_classes: int, image_shape: tuple[int, i
     if isinstance(net, StudentConfig):
         w_bits, a_bits = net.w_bits, net.a_bits
     args = dict(net.model_args)
-    builder = _REGISTRY.get(net.model)
-    params = inspect.signature(builder).parameters if builder else {}
+    params = inspect.signature(model_builder(net.model, f"{role}.model")).parameters
     if "in_channels" in params:
         args.setdefault("in_channels", image_shape[0])
     if "image_size" in params:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from ..config import ExperimentConfig
-from ..data import Dataset, Normalizer, channel_stats, load_dataset, reduced_split
+from ..data import Dataset, Normalizer, balanced_split, channel_stats, load_dataset, reduced_split
 
 
 @dataclass
@@ -20,6 +20,14 @@ class Prepared:
         """The search split (reduced train / validation), carved from the full training set."""
         d = cfg.data
         return reduced_split(self.full, d.reduced_train, d.reduced_val, d.split_seed)
+
+
+def _train_subset(ds: Dataset, n: int, seed: int) -> Dataset:
+    if n > len(ds.train):
+        raise ValueError(f"data.train_subset = {n} is larger than the {len(ds.train)} training images of {ds.name}; "
+                         f"expected at most {len(ds.train)}")
+    idx, _ = balanced_split(ds.train.labels, n, 0, seed)
+    return Dataset(ds.name, ds.train.subset(idx), ds.test, ds.num_classes, ds.classes)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -39,6 +47,8 @@ def prepare(cfg: ExperimentConfig, data_dir: str | None = None, device: torch.de
     d = cfg.data
     root = d.root if d.dataset == "folder" else data_dir
     ds = load_dataset(d.dataset, root, d.image_size)
+    if d.train_subset is not None:
+        ds = _train_subset(ds, d.train_subset, d.split_seed)
     normalizer = Normalizer(*channel_stats(ds.train.images))
     dev = device or resolve_device(cfg.device)
     ds = Dataset(ds.name, ds.train.to(dev), ds.test.to(dev), ds.num_classes, ds.classes)
