@@ -124,3 +124,26 @@ def test_eval_counts_every_image_in_eval_mode():
     res = t.evaluate(data, batch_size=10)
     logits = t.model.eval()(NORM(data.images))
     assert res["acc"] == pytest.approx((logits.argmax(1) == data.labels).float().mean().item())
+
+
+@pytest.mark.parametrize("device, amp, channels_last, expected", [
+    ("cpu", None, None, (False, False)),        # defaults: the fast path is for CUDA
+    ("cuda", None, None, (True, True)),
+    ("cpu", True, True, (False, True)),         # bf16 autocast never on the CPU; the layout is honoured
+    ("cuda", False, False, (False, False)),     # each switch can be turned off
+])
+def test_fast_path_defaults_follow_the_device(device, amp, channels_last, expected):
+    from rolekd.config import TrainConfig
+    from rolekd.train.fastpath import resolve_fast_path
+
+    fast = resolve_fast_path(TrainConfig(amp=amp, channels_last=channels_last), torch.device(device))
+    assert (fast.amp, fast.channels_last) == expected and not fast.compile
+    x = torch.zeros(2, 3, 4, 4)
+    assert fast.layout(x).is_contiguous(memory_format=torch.channels_last) == expected[1]
+
+
+def test_channels_last_training_matches_the_default_layout():
+    """The layout switch changes memory format only: same seed, same losses (CPU, float32)."""
+
+    losses = [make_trainer(epochs=1, channels_last=cl).train_epoch()["train_loss"] for cl in (False, True)]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-4)

@@ -57,8 +57,8 @@ class TrainConfig(_Section):
     gamma: float = Field(0.1, gt=0, le=1)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     grad_clip: float | None = Field(None, gt=0, description="clip the global gradient norm (PBA used 5.0)")
-    amp: bool = Field(False, description="bf16 autocast (CUDA only; ignored on CPU)")
-    channels_last: bool = False
+    amp: bool | None = Field(None, description="bf16 autocast; default: on with CUDA (never on the CPU)")
+    channels_last: bool | None = Field(None, description="channels_last memory format; default: on with CUDA")
     compile: bool = Field(False, description="torch.compile the model (pays off only for long runs)")
 
     @field_validator("milestones")

@@ -7,7 +7,6 @@ run folder around it: JSON-lines metrics, atomic ``last.pt``/``best.pt``, resume
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import time
@@ -23,6 +22,7 @@ from ..augment.base import AugmentContext, Augmenter, Batch
 from ..config import TrainConfig
 from ..data.tensors import ImageSet, Normalizer, batch_indices, steps_per_epoch
 from .checkpoint import CheckpointError, atomic_write_text, load_checkpoint, save_checkpoint
+from .fastpath import resolve_fast_path
 from .objective import Objective, StepContext, total_loss
 
 Callback = Callable[[str, dict[str, Any]], None]
@@ -57,12 +57,6 @@ def epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Genera
     return torch.Generator(device=device).manual_seed(seed * 1_000_003 + epoch * 7919 + 17)
 
 
-def autocast(cfg: TrainConfig, device: torch.device):
-    if cfg.amp and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 class Trainer:
     """One model, one objective, one optimiser; ``epoch`` counts completed epochs."""
 
@@ -81,10 +75,11 @@ class Trainer:
         self.device = train_set.device
         self.cfg, self.seed, self.normalizer = cfg, seed, normalizer
         self.train_set, self.eval_set = train_set, eval_set
+        self.fast = resolve_fast_path(cfg, self.device)
         self.model = model.to(self.device)
-        if cfg.channels_last:
+        if self.fast.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.forward_model: nn.Module = torch.compile(self.model) if cfg.compile else self.model
+        self.forward_model: nn.Module = torch.compile(self.model) if self.fast.compile else self.model
         self.objective = objective.to(self.device)
         self.augmenters = list(augmenters)
         self.pixel_augs = [a for a in augmenters if a.space == "pixel"]
@@ -100,8 +95,7 @@ class Trainer:
 
     # -- one epoch ---------------------------------------------------------------------------
     def _inputs(self, images: Tensor) -> Tensor:
-        x = self.normalizer(images)
-        return x.contiguous(memory_format=torch.channels_last) if self.cfg.channels_last else x
+        return self.fast.layout(self.normalizer(images))
 
     def augment(self, batch: Batch, ctx: AugmentContext) -> Batch:
         for aug in self.pixel_augs:
@@ -132,7 +126,7 @@ class Trainer:
             batch = Batch(self.train_set.images[idx], self.train_set.labels[idx])
             batch = self.augment(batch, actx)
             sctx = StepContext(epoch, cfg.epochs, step, spe)
-            with autocast(cfg, self.device):
+            with self.fast.autocast():
                 out = self.objective(self.forward_model, batch, sctx)
             self.optimizer.zero_grad(set_to_none=True)
             self.objective.backward(out, self.params)
@@ -215,12 +209,10 @@ def evaluate_model(
     model.eval()
     correct = torch.zeros((), device=data.device)
     loss = torch.zeros((), device=data.device)
-    ctx = autocast(cfg, data.device) if cfg is not None else contextlib.nullcontext()
+    fast = resolve_fast_path(cfg, data.device)
     for idx in batch_indices(len(data), batch_size, None, False, data.device):
-        x = normalizer(data.images[idx])
-        if cfg is not None and cfg.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with ctx:
+        x = fast.layout(normalizer(data.images[idx]))
+        with fast.autocast():
             logits = model(x).float()
         y = data.labels[idx]
         loss += F.cross_entropy(logits, y, reduction="sum")
