@@ -114,3 +114,33 @@ def test_history_round_trips_and_skips_a_torn_last_line(tmp_path):
     path.write_text('{"time": 1}\n' + path.read_text())
     with pytest.raises(LineageError, match="line 1"):
         read_history(path)
+
+
+@pytest.mark.parametrize("population, cpus_per_trial, max_concurrent, fits", [
+    (4, 0.5, None, True),    # 2 CPUs / 0.5 = 4 slots
+    (8, 0.5, None, False),
+    (4, 0.5, 2, False),      # max_concurrent caps the embedded Ray's CPUs
+    (2, 1.0, None, True),
+])
+def test_population_fits_at_once_on_an_embedded_ray(monkeypatch, population, cpus_per_trial, max_concurrent, fits):
+    from rolekd.config import SearchConfig
+    from rolekd.search import run
+
+    monkeypatch.setattr(run.os, "cpu_count", lambda: 2)
+    cfg = SearchConfig(population=population, cpus_per_trial=cpus_per_trial, max_concurrent=max_concurrent)
+    assert run._fits_at_once(cfg, use_gpu=False) is fits
+    assert run._fits_at_once(cfg.model_copy(update={"address": "ray://head:10001"}), use_gpu=False) is False
+    assert (run._population_warning(cfg, use_gpu=False) is None) is fits
+
+
+@pytest.mark.parametrize("time_share, expected", [(True, "PAUSE"), (False, "CONTINUE")])
+def test_pbt_pauses_to_time_share_only_when_the_population_does_not_fit(monkeypatch, time_share, expected):
+    from ray.tune.schedulers import PopulationBasedTraining, TrialScheduler
+
+    from rolekd.search.run import _PopulationBasedTraining
+
+    monkeypatch.setattr(PopulationBasedTraining, "on_trial_result", lambda self, *a: TrialScheduler.PAUSE)
+    pbt = _PopulationBasedTraining(metric="val_acc", mode="max", custom_explore_fn=dict, time_share=time_share)
+    assert pbt.on_trial_result(None, None, {}) == getattr(TrialScheduler, expected)
+    monkeypatch.setattr(PopulationBasedTraining, "on_trial_result", lambda self, *a: TrialScheduler.NOOP)
+    assert pbt.on_trial_result(None, None, {}) == TrialScheduler.NOOP  # an exploited trial stays paused
