@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 
@@ -41,19 +42,56 @@ def test_train_then_eval_on_the_embedded_demo(tmp_path, capsys):
 
 
 def test_user_module_import_registers_a_model(tmp_path):
-    mod = tmp_path / "my_models.py"
-    mod.write_text(
-        "from torch import nn\nfrom rolekd.models import register_model\n"
-        "@register_model('my_linear')\n"
-        "def my_linear(num_classes, in_channels=3):\n"
-        "    return nn.Sequential(nn.Flatten(), nn.Linear(in_channels * 32 * 32, num_classes))\n"
-    )
+    mod = _write_user_models(tmp_path)
     out = tmp_path / "o"
     r = run_cli("train", "demo", "--import", str(mod), "--set", "teacher.model=my_linear",
                 "--set", "teacher.model_args={}", "--set", "teacher.train.epochs=1", "--out", str(out))
     assert r.returncode == 0, r.stderr
     state = torch.load(out / "last.pt", weights_only=True)
     assert state["meta"]["model"] == "my_linear"
+
+
+def _write_user_models(folder):
+    mod = folder / "my_models.py"
+    mod.write_text(
+        "from torch import nn\nfrom rolekd.models import register_model\n"
+        "@register_model('my_linear')\n"
+        "def my_linear(num_classes, in_channels=3):\n"
+        "    return nn.Sequential(nn.Flatten(), nn.Linear(in_channels * 32 * 32, num_classes))\n"
+    )
+    return mod
+
+
+def test_search_trials_know_the_users_imported_models(tmp_path):
+    """Ray trials are other processes: a model registered by --import must exist there too."""
+    mod = _write_user_models(tmp_path)
+    out = tmp_path / "s"
+    r = run_cli("search", "demo", "--role", "teacher", "--import", str(mod), "--set", "teacher.model=my_linear",
+                "--set", "teacher.model_args={}", "--set", "search.population=2", "--set", "search.epochs=1",
+                "--set", "search.cpus_per_trial=1", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    summary = json.loads((out / "search_summary.json").read_text())
+    assert len(summary["final_val_acc"]) == 2 and summary["failed_trials"] == []
+
+
+def test_dotted_imports_replay_in_another_process_from_another_folder(tmp_path):
+    _write_user_models(tmp_path)
+    code = ("import json, sys; from rolekd.plugins import import_user_modules, plugin_state; "
+            "import_user_modules(['my_models']); print(json.dumps(plugin_state()))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    state = r.stdout.strip()
+    replay = ("import json, sys; from rolekd.plugins import load_plugins; from rolekd.models import available_models; "
+              f"load_plugins(json.loads({state!r})); print('my_linear' in available_models())")
+    r = subprocess.run([sys.executable, "-c", replay], capture_output=True, text=True, cwd=tmp_path.parent)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "True"
+
+
+def test_import_of_a_missing_file_is_one_line(tmp_path):
+    r = run_cli("train", "demo", "--import", str(tmp_path / "nope.py"))
+    assert r.returncode == 2
+    assert "nope.py: file not found" in r.stderr and r.stderr.strip().count("\n") == 0
 
 
 def test_agent_preview_restores_the_learned_hard_augmentor(tmp_path, capsys):

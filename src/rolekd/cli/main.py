@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 from pathlib import Path
@@ -119,29 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
 # ---- helpers -----------------------------------------------------------------------------------------
 
 
-def _import_modules(names: list[str]) -> None:
-    """Load user modules that register models (``--import my_models`` or ``--import path/to/file.py``)."""
-    for name in names:
-        path = Path(name)
-        try:
-            if path.suffix == ".py":
-                if not path.is_file():
-                    raise ValueError(f"--import {name}: file not found")
-                spec = importlib.util.spec_from_file_location(path.stem, path)
-                module = importlib.util.module_from_spec(spec)
-                sys.modules[path.stem] = module
-                spec.loader.exec_module(module)
-            else:
-                sys.path.insert(0, os.getcwd())
-                importlib.import_module(name)
-        except ImportError as exc:
-            raise ValueError(f"--import {name}: {exc}") from None
-
-
 def _load_cfg(args: argparse.Namespace, default: str | None = None):
     from ..config import load_config
 
-    _import_modules(getattr(args, "imports", []))
+    from ..plugins import import_user_modules
+
+    import_user_modules(getattr(args, "imports", []))
     return load_config(getattr(args, "config", None) or default, args.overrides)
 
 

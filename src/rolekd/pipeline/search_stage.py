@@ -20,6 +20,7 @@ import torch
 from ..augment.policy import Policy
 from ..config import ExperimentConfig, config_from_dict
 from ..data import Dataset, ImageSet, Normalizer
+from ..plugins import load_plugins, plugin_state
 from ..search import SearchResult, TrialParts, run_search
 from .networks import build_network
 from .setup import Prepared, prepare, resolve_device
@@ -89,6 +90,7 @@ def search_args(cfg: ExperimentConfig, role: Role, prep: Prepared, teacher: Teac
     return {
         "config": search_config(cfg, role).model_dump(mode="json"),
         "role": role,
+        "plugins": plugin_state(),  # the user's --import modules: trials build their models too
         "data": {
             "name": reduced.name, "num_classes": reduced.num_classes, "classes": list(reduced.classes),
             "train": (reduced.train.images.cpu().numpy(), reduced.train.labels.cpu().numpy()),
@@ -104,6 +106,7 @@ def search_args(cfg: ExperimentConfig, role: Role, prep: Prepared, teacher: Teac
 
 def make_trial_trainer(args: dict[str, Any], trial_seed: int) -> TrialParts:
     """Inside a Ray trial: the role's Trainer on the reduced split, and its policy augmenter."""
+    load_plugins(args.get("plugins", {}))
     cfg = config_from_dict(args["config"], "search trial config")
     role: Role = args["role"]
     device = resolve_device(cfg.device)
