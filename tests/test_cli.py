@@ -51,6 +51,20 @@ def test_user_module_import_registers_a_model(tmp_path):
     assert state["meta"]["model"] == "my_linear"
 
 
+def test_eval_of_the_packed_export_equals_eval_of_the_checkpoint(tmp_path, capsys):
+    out = tmp_path / "s"
+    small = ["--set", "student.model_args.width=8", "--set", "student.train.epochs=1", "--set", "student.init_from=scratch"]
+    assert main(["train", "demo", "--role", "student", *small, "--out", str(out)]) == 0
+    assert main(["export", str(out / "last.pt"), "-o", str(tmp_path / "s.rkd")]) == 0
+    capsys.readouterr()
+    lines = []
+    for path in (out / "last.pt", tmp_path / "s.rkd"):
+        assert main(["eval", str(path), "--config", "demo"]) == 0
+        lines.append(capsys.readouterr().err.strip().splitlines()[-1])
+    assert "W/A 2/2" in lines[0] and "top-1" in lines[0]
+    assert lines[0] == lines[1]  # same accuracy, loss and sizes: the deployed weights are the trained ones
+
+
 def _write_user_models(folder):
     mod = folder / "my_models.py"
     mod.write_text(

@@ -77,8 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--schedule", help="augmentation schedule JSON for the student")
     p.set_defaults(func=cmd_distill)
 
-    p = sub.add_parser("eval", help="evaluate a checkpoint on the test split",
-                       description="Print top-1 accuracy, loss, bits and model size of a checkpoint.")
+    p = sub.add_parser("eval", help="evaluate a checkpoint or packed export on the test split",
+                       description="Print top-1 accuracy, loss, bits and model size of a training checkpoint or of "
+                       "a packed file written by `rolekd export`.")
     p.add_argument("checkpoint")
     p.add_argument("--config", default=None, help="config naming the dataset (default: the demo)")
     _common(p, config_required=False)
@@ -241,20 +242,16 @@ def cmd_distill(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from ..pipeline.networks import build_network
-    from ..train import evaluate_model, load_checkpoint
+    from ..pipeline.networks import load_trained_network
+    from ..train import evaluate_model
     from .progress import console
 
     cfg = _load_cfg(args, default="demo")
-    state = load_checkpoint(args.checkpoint)
-    meta = state.get("meta") or {}
-    if "model" not in meta:
-        raise ValueError(f"{args.checkpoint}: no network metadata; expected a checkpoint written by rolekd")
+    model, meta = load_trained_network(args.checkpoint)
     prep = _prepare(cfg, args)
     if meta["num_classes"] != prep.full.num_classes:
         raise ValueError(f"{args.checkpoint} predicts {meta['num_classes']} classes; dataset {prep.full.name!r} has {prep.full.num_classes}")
-    model = build_network(meta).to(prep.device)
-    model.load_state_dict(state["model"])
+    model = model.to(prep.device)
     res = evaluate_model(model, prep.full.test, prep.normalizer, cfg.data.eval_batch_size)
     size = ""
     try:

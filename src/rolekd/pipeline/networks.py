@@ -4,6 +4,7 @@ checkpoint rebuild its network without the config."""
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -35,3 +36,19 @@ def build_network(meta: dict[str, Any]) -> nn.Module:
 
         quantize_model(model, meta["w_bits"], meta["a_bits"])
     return model
+
+
+def load_trained_network(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """A training checkpoint or a packed export (``rolekd export``), rebuilt on the CPU with its metadata."""
+    from ..quant import is_packed, load_packed_with_meta
+    from ..train import load_checkpoint
+
+    if is_packed(path):
+        return load_packed_with_meta(path)
+    state = load_checkpoint(path)
+    meta = state.get("meta") or {}
+    if "model" not in meta:
+        raise ValueError(f"{path}: no network metadata; expected a checkpoint written by rolekd or a packed export")
+    model = build_network(meta)
+    model.load_state_dict(state["model"])
+    return model, meta

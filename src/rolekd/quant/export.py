@@ -131,6 +131,20 @@ def load_packed(path: PathArg) -> nn.Module:
     The logits are bit-identical to the exported model's on CPU. To fine-tune instead, build and quantise a fresh
     model and :func:`~rolekd.quant.warm_start` it from a training checkpoint.
     """
+    return load_packed_with_meta(path)[0]
+
+
+def is_packed(path: PathArg) -> bool:
+    """Whether ``path`` is a packed export (so a caller can pick the loader; unreadable files are not)."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        return False
+    return isinstance(payload, dict) and payload.get("format") == FORMAT
+
+
+def load_packed_with_meta(path: PathArg) -> tuple[nn.Module, dict[str, Any]]:
+    """:func:`load_packed`, and the metadata the file was exported with (model, classes, bits)."""
     payload = _read(path, f"a packed model written by export_packed (format {FORMAT!r})")
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{path}: not a packed model (expected a dict with format {FORMAT!r})")
@@ -150,7 +164,7 @@ def load_packed(path: PathArg) -> nn.Module:
         layer.prequantized = True
         layer.weight.requires_grad_(False)
     load_state_strict(model, state, str(path))
-    return model.eval()
+    return model.eval(), meta
 
 
 def export_command(checkpoint_path: PathArg, out_path: PathArg) -> str:
