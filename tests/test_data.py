@@ -64,6 +64,13 @@ def test_missing_cifar_offline_says_where_to_put_files(tmp_path):
         load_dataset("cifar10", str(tmp_path), download=False)
 
 
+def test_incomplete_cifar_folder_names_the_missing_files(cifar_dir):
+    (cifar_dir / "cifar-10-batches-py" / "data_batch_3").unlink()
+    (cifar_dir / "cifar-10-batches-py" / "test_batch").unlink()
+    with pytest.raises(DataError, match="is missing data_batch_3, test_batch; expected"):
+        load_dataset("cifar10", str(cifar_dir), download=False)
+
+
 def test_reduced_split_is_balanced_disjoint_and_seed_stable():
     labels = torch.arange(1000) % 10
     tr, va = balanced_split(labels, 400, 300, seed=3)

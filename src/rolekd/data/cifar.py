@@ -110,10 +110,12 @@ def _read_batch(path: Path, spec: _Spec) -> tuple[np.ndarray, np.ndarray]:
 def _ensure_present(root: Path, spec: _Spec, download: bool) -> Path:
     folder = root / spec.folder
     needed = [folder / f for f in spec.train_files + spec.test_files]
-    if all(p.is_file() for p in needed):
+    missing = [p.name for p in needed if not p.is_file()]
+    if not missing:
         return folder
+    incomplete = f"{folder} is missing {', '.join(missing)}" if folder.is_dir() else None
     if not download:
-        raise DataError(f"{folder} is missing {next(p.name for p in needed if not p.is_file())}; expected the standard python-format files there")
+        raise DataError(f"{incomplete or f'{folder} does not exist'}; expected the standard python-format files there")
     from torchvision.datasets.utils import download_and_extract_archive
 
     print(f"rolekd: downloading {spec.url} to {root} (checksum verified)")
@@ -121,7 +123,8 @@ def _ensure_present(root: Path, spec: _Spec, download: bool) -> Path:
         download_and_extract_archive(spec.url, str(root), md5=spec.md5)
     except Exception as exc:
         raise DataError(
-            f"could not download {spec.url} ({type(exc).__name__}); put the extracted '{spec.folder}/' folder "
+            (f"{incomplete}; " if incomplete else "")
+            + f"could not download {spec.url} ({type(exc).__name__}); put the extracted '{spec.folder}/' folder "
             f"in {root} (or pass --data-dir / set ROLEKD_DATA)"
         ) from None
     return folder
