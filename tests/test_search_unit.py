@@ -144,3 +144,35 @@ def test_pbt_pauses_to_time_share_only_when_the_population_does_not_fit(monkeypa
     assert pbt.on_trial_result(None, None, {}) == getattr(TrialScheduler, expected)
     monkeypatch.setattr(PopulationBasedTraining, "on_trial_result", lambda self, *a: TrialScheduler.NOOP)
     assert pbt.on_trial_result(None, None, {}) == TrialScheduler.NOOP  # an exploited trial stays paused
+
+
+def test_pbt_never_clones_the_same_checkpoint_into_a_trial_twice(monkeypatch):
+    from types import SimpleNamespace
+
+    from ray.tune.schedulers import PopulationBasedTraining
+
+    from rolekd.search.run import _PopulationBasedTraining
+
+    class Trial:  # hashable, like Ray's
+        def __init__(self, trial_id):
+            self.trial_id = trial_id
+
+    calls = []
+    monkeypatch.setattr(PopulationBasedTraining, "_checkpoint_or_exploit",
+                        lambda self, trial, ctl, upper, lower: calls.append((list(upper), trial in lower)))
+    pbt = _PopulationBasedTraining(metric="val_acc", mode="max", custom_explore_fn=dict)
+    target, slow, fast = (Trial(f"t{i}") for i in range(3))
+    pbt._trial_state = {t: SimpleNamespace(last_perturbation_time=5) for t in (target, slow, fast)}
+
+    pbt._checkpoint_or_exploit(target, None, [slow], [target])
+    assert calls[-1] == ([slow], True)  # first time: Ray exploits slow's checkpoint at time 5
+    pbt._checkpoint_or_exploit(target, None, [slow], [target])
+    assert calls[-1][1] is False  # slow has not saved since: the target continues instead of rewinding again
+    pbt._trial_state[slow].last_perturbation_time = 6
+    pbt._checkpoint_or_exploit(target, None, [slow], [target])
+    assert calls[-1] == ([slow], True)  # a newer checkpoint may be cloned
+    pbt._trial_state[fast].last_perturbation_time = 8
+    pbt._checkpoint_or_exploit(target, None, [slow, fast], [target])
+    assert calls[-1] == ([fast], True)  # the only checkpoint not cloned yet
+    pbt._checkpoint_or_exploit(slow, None, [fast], [target])
+    assert calls[-1] == ([fast], False)  # trials outside the bottom quantile are Ray's business

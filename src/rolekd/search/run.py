@@ -19,6 +19,7 @@ import contextlib
 import logging
 import math
 import os
+import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,6 +155,26 @@ class _PopulationBasedTraining(PopulationBasedTraining):
     def __init__(self, *args: Any, time_share: bool = True, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._time_share = time_share
+        self._cloned: dict[str, tuple[str, int]] = {}  # target id -> (source id, checkpoint time) it last cloned
+
+    def _checkpoint_or_exploit(self, trial: Any, tune_controller: Any, upper_quantile: list, lower_quantile: list) -> None:
+        """Ray's choice, except that a trial never clones the same checkpoint twice.
+
+        An exploit resumes the target from the source's latest checkpoint, which is behind the target when
+        the source runs slower. If the retrained target is still in the bottom quantile before the source
+        has saved again, Ray clones that same checkpoint again and again (measured: one demo trial rewound
+        to the same epoch 4 times, 6 of 23 exploits). Such a trial now continues instead.
+        """
+        if trial in lower_quantile:
+            fresh = [t for t in upper_quantile
+                     if self._cloned.get(trial.trial_id) != (t.trial_id, self._trial_state[t].last_perturbation_time)]
+            if not fresh:
+                lower_quantile = [t for t in lower_quantile if t is not trial]
+            else:
+                source = random.choice(fresh)
+                upper_quantile = [source]  # Ray picks at random from this list: the one chosen here
+                self._cloned[trial.trial_id] = (source.trial_id, self._trial_state[source].last_perturbation_time)
+        super()._checkpoint_or_exploit(trial, tune_controller, upper_quantile, lower_quantile)
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
         decision = super().on_trial_result(tune_controller, trial, result)
