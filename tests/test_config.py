@@ -38,6 +38,23 @@ def test_unknown_key_says_unknown():
         config_from_dict({"nmae": "x"})
 
 
+@pytest.mark.parametrize("override, hint", [
+    ("seeds=[0,1]", "did you mean pipeline.seeds?"),           # right name, wrong section
+    ("teacher.train.epochz=3", "did you mean teacher.train.epochs?"),  # a typo among the section's keys
+    ("student.wbits=2", "did you mean student.w_bits?"),
+])
+def test_unknown_key_suggests_the_field_meant(override, hint):
+    with pytest.raises(ConfigError) as exc:
+        load_config("demo", [override])
+    assert str(exc.value).endswith("unknown key; " + hint)
+
+
+def test_unknown_key_without_a_likely_match_has_no_guess():
+    with pytest.raises(ConfigError) as exc:
+        load_config("demo", ["teacher.colour=red"])
+    assert str(exc.value).endswith("teacher.colour: unknown key")
+
+
 def test_override_of_unknown_field_is_rejected():
     with pytest.raises(ConfigError, match="teacher.train.epoch: unknown key"):
         load_config("demo", ["teacher.train.epoch=3"])

@@ -8,6 +8,7 @@ a one-line :class:`ConfigError` naming the field and what was expected.
 from __future__ import annotations
 
 import copy
+import difflib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -204,11 +205,34 @@ def _format_error(exc: ValidationError, source: str) -> str:
     loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
-        msg = "unknown key"
+        msg = "unknown key" + _suggestion([str(p) for p in err["loc"]])
     more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
     got = err.get("input")
     shown = "" if err["type"] in ("extra_forbidden", "missing", "value_error") or isinstance(got, dict) else f" (got {got!r})"
     return f"{source}: {loc}: {msg}{shown}{more}"
+
+
+def _field_paths(model: type[BaseModel], prefix: str = "") -> dict[str, type[BaseModel] | None]:
+    """Every key path of a config model (``pipeline.seeds``), mapped to its section model when it is one."""
+    paths: dict[str, type[BaseModel] | None] = {}
+    for name, field in model.model_fields.items():
+        sub = field.annotation if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel) else None
+        paths[prefix + name] = sub
+        if sub is not None:
+            paths.update(_field_paths(sub, f"{prefix}{name}."))
+    return paths
+
+
+def _suggestion(loc: list[str]) -> str:
+    """``; did you mean …?`` for a misspelt key (``epochz``) or one in the wrong section (``seeds``)."""
+    paths = _field_paths(ExperimentConfig)
+    parent, key = ".".join(loc[:-1]), loc[-1]
+    siblings = [p.rsplit(".", 1)[-1] for p in paths if p.rpartition(".")[0] == parent]
+    elsewhere = sorted(p for p in paths if p.rsplit(".", 1)[-1] == key)
+    if elsewhere:
+        return f"; did you mean {' or '.join(elsewhere[:3])}?"
+    close = difflib.get_close_matches(key, siblings, n=1, cutoff=0.75)
+    return f"; did you mean {'.'.join([*loc[:-1], close[0]])}?" if close else ""
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
