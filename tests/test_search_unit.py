@@ -176,3 +176,16 @@ def test_pbt_never_clones_the_same_checkpoint_into_a_trial_twice(monkeypatch):
     assert calls[-1] == ([fast], True)  # the only checkpoint not cloned yet
     pbt._checkpoint_or_exploit(slow, None, [fast], [target])
     assert calls[-1] == ([fast], False)  # trials outside the bottom quantile are Ray's business
+
+
+def test_progress_line_tells_finished_from_interrupted_trials(tmp_path):
+    from types import SimpleNamespace
+
+    from rolekd.search.callbacks import HistoryRecorder, SearchProgress
+
+    progress = SearchProgress("search teacher", 3, 4, HistoryRecorder(tmp_path / "h.jsonl"))
+    trials = [SimpleNamespace(trial_id=f"t{i}", status=s) for i, s in enumerate(["TERMINATED", "TERMINATED", "RUNNING"])]
+    for trial, epoch in zip(trials, (4, 2, 3)):
+        progress.on_trial_result(0, trials, trial, {"epoch": epoch, "val_acc": 0.5})
+    line = progress.line(trials)
+    assert "1 running 1 done 1 stopped" in line and "epoch 2-4/4" in line

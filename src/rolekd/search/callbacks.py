@@ -117,7 +117,10 @@ class SearchProgress(Callback):
 
     def line(self, trials: list) -> str:
         status = [t.status for t in trials]
-        counts = f"{status.count('RUNNING')} running {status.count('TERMINATED')} done"
+        finished = [self._latest.get(t.trial_id, (0, 0.0))[0] >= self.epochs for t in trials if t.status == "TERMINATED"]
+        counts = f"{status.count('RUNNING')} running {sum(finished)} done"
+        if not all(finished):  # terminated early: the search was interrupted (Ctrl-C)
+            counts += f" {finished.count(False)} stopped"
         if "ERROR" in status:
             counts += f" {status.count('ERROR')} failed"
         parts = [self.label, counts]
