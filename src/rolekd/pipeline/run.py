@@ -181,8 +181,8 @@ class Pipeline:
         path = self.out / stage / "schedule.json"
         given = cfg.pipeline.stage_alpha.schedule if which == "A_T" else None
         if given:
-            schedule = Schedule.load(given)
-            schedule.save(path)
+            self.say(f"   given by pipeline.stage_alpha.schedule: {given} (not searched)")
+            Schedule.load(given).save(path)
         elif not path.is_file():
             if not self._needs_schedule(which):
                 return None
