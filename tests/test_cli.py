@@ -108,6 +108,14 @@ def test_import_of_a_missing_file_is_one_line(tmp_path):
     assert "nope.py: file not found" in r.stderr and r.stderr.strip().count("\n") == 0
 
 
+def test_import_of_a_broken_file_is_one_line_naming_the_error(tmp_path):
+    bad = tmp_path / "broken.py"
+    bad.write_text("def oops(:\n")
+    r = run_cli("train", "demo", "--import", str(bad))
+    assert r.returncode == 2
+    assert "broken.py: SyntaxError" in r.stderr and r.stderr.strip().count("\n") == 0
+
+
 def test_agent_preview_restores_the_learned_hard_augmentor(tmp_path, capsys):
     small = ["--set", "teacher.model_args.width=8", "--set", "student.model_args.width=8"]
     t, s = tmp_path / "t", tmp_path / "s"

@@ -30,8 +30,8 @@ def import_user_modules(names: list[str]) -> None:
                 _import_file(Path(spec))
             else:
                 importlib.import_module(spec)
-        except ImportError as exc:
-            raise ValueError(f"--import {name}: {exc}") from None
+        except Exception as exc:  # ImportError, but also a SyntaxError or NameError in the user's file
+            raise ValueError(f"--import {name}: {type(exc).__name__}: {exc}") from None
         _IMPORTED.append(spec)
 
 
@@ -68,4 +68,8 @@ def _import_file(path: Path) -> None:
         raise ImportError(f"cannot load {path}")
     module = importlib.util.module_from_spec(spec)
     sys.modules[path.stem] = module
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[path.stem]
+        raise
