@@ -212,14 +212,14 @@ def _format_error(exc: ValidationError, source: str) -> str:
     return f"{source}: {loc}: {msg}{shown}{more}"
 
 
-def _field_paths(model: type[BaseModel], prefix: str = "") -> dict[str, type[BaseModel] | None]:
-    """Every key path of a config model (``pipeline.seeds``), mapped to its section model when it is one."""
-    paths: dict[str, type[BaseModel] | None] = {}
+def _field_paths(model: type[BaseModel], prefix: str = "") -> list[str]:
+    """Every key path of a config model, sections included (``pipeline``, ``pipeline.seeds``)."""
+    paths: list[str] = []
     for name, field in model.model_fields.items():
-        sub = field.annotation if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel) else None
-        paths[prefix + name] = sub
-        if sub is not None:
-            paths.update(_field_paths(sub, f"{prefix}{name}."))
+        paths.append(prefix + name)
+        sub = field.annotation
+        if isinstance(sub, type) and issubclass(sub, BaseModel):
+            paths += _field_paths(sub, f"{prefix}{name}.")
     return paths
 
 
