@@ -110,6 +110,13 @@ def test_corrupt_checkpoint_is_one_line(tmp_path):
         load_checkpoint(p)
 
 
+def test_another_rolekd_file_is_named_not_loaded_as_a_checkpoint(tmp_path):
+    p = tmp_path / "s.rkd"
+    torch.save({"format": "rolekd-packed-v1", "meta": {}, "layers": {}, "state": {}}, p)
+    with pytest.raises(CheckpointError, match="s.rkd: a 'rolekd-packed-v1' file, not a training checkpoint"):
+        load_checkpoint(p)
+
+
 def test_step_schedule_decays_at_fractions_and_cosine_reaches_zero():
     cfg = TrainConfig(epochs=10, lr_schedule="step", milestones=[0.3, 0.6, 0.9], gamma=0.1)
     factors = [lr_factor(cfg, e * 5, 5) for e in range(10)]

@@ -41,5 +41,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if obj.get("format") != FORMAT:
         if all(isinstance(v, torch.Tensor) for v in obj.values()):
             return {"model": obj, "meta": {}}  # a bare state_dict
+        if isinstance(obj.get("format"), str):  # e.g. a packed export: inference only, no optimiser or epoch
+            raise CheckpointError(f"{path}: a {obj['format']!r} file, not a training checkpoint ({FORMAT!r}); "
+                                  "pass the last.pt/best.pt the training wrote")
         raise CheckpointError(f"{path}: not a rolekd checkpoint (no 'format': {FORMAT!r})")
     return obj
