@@ -40,12 +40,13 @@ def build_network(meta: dict[str, Any]) -> nn.Module:
 
 def load_trained_network(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     """A training checkpoint or a packed export (``rolekd export``), rebuilt on the CPU with its metadata."""
-    from ..quant import is_packed, load_packed_with_meta
-    from ..train import load_checkpoint
+    from ..quant import PACKED_FORMAT, packed_model
+    from ..train import as_checkpoint, read_weights_file
 
-    if is_packed(path):
-        return load_packed_with_meta(path)
-    state = load_checkpoint(path)
+    payload = read_weights_file(path)  # read once, whichever of the two it is
+    if payload.get("format") == PACKED_FORMAT:
+        return packed_model(payload, str(path))
+    state = as_checkpoint(payload, path)
     meta = state.get("meta") or {}
     if "model" not in meta:
         raise ValueError(f"{path}: no network metadata; expected a checkpoint written by rolekd or a packed export")

@@ -11,18 +11,19 @@ from .dorefa import (
     quantize_weight,
 )
 from .export import (
+    PACKED_FORMAT,
     ExportReport,
     export_command,
     export_packed,
-    is_packed,
     load_packed,
-    load_packed_with_meta,
     model_size_report,
     pack_codes,
+    packed_model,
     unpack_codes,
 )
 
 __all__ = [
+    "PACKED_FORMAT",
     "ActQuant",
     "ExportReport",
     "QuantConv2d",
@@ -31,12 +32,11 @@ __all__ = [
     "check_bits",
     "export_command",
     "export_packed",
-    "is_packed",
     "load_packed",
-    "load_packed_with_meta",
     "load_state_strict",
     "model_size_report",
     "pack_codes",
+    "packed_model",
     "quantize_activation",
     "quantize_k",
     "quantize_model",

@@ -28,7 +28,7 @@ from ..models import build_model
 from .convert import load_state_strict, quantize_model, state_mismatch
 from .dorefa import FULL_PRECISION, QuantWeightMixin, check_bits, codes_to_weight, weight_codes
 
-FORMAT = "rolekd-packed-v1"
+PACKED_FORMAT = "rolekd-packed-v1"
 _META_TYPES: dict[str, type] = {"model": str, "num_classes": int, "model_args": dict, "w_bits": int, "a_bits": int}
 _META_HELP = "a meta dict with model (str), num_classes (int), model_args (dict), w_bits and a_bits (int)"
 _CHECKPOINT_HELP = "a training checkpoint dict {'model': state_dict, 'meta': {...}} readable with weights_only=True"
@@ -120,7 +120,7 @@ def export_packed(model: nn.Module, path: PathArg, meta: dict[str, Any]) -> Expo
     layers = {name: _pack_layer(name, m) for name, m in _packed_layers(model).items()}
     packed_keys = {f"{name}.weight" for name in layers}
     state = {k: v.detach().cpu() for k, v in model.state_dict().items() if k not in packed_keys}
-    _atomic_save({"format": FORMAT, "meta": meta, "layers": layers, "state": state}, Path(path))
+    _atomic_save({"format": PACKED_FORMAT, "meta": meta, "layers": layers, "state": state}, Path(path))
     fp32_bytes = _serialized_size(model.state_dict())
     return ExportReport(str(path), meta["w_bits"], meta["a_bits"], fp32_bytes, os.path.getsize(path))
 
@@ -131,24 +131,14 @@ def load_packed(path: PathArg) -> nn.Module:
     The logits are bit-identical to the exported model's on CPU. To fine-tune instead, build and quantise a fresh
     model and :func:`~rolekd.quant.warm_start` it from a training checkpoint.
     """
-    return load_packed_with_meta(path)[0]
+    return packed_model(_read(path, f"a packed model written by export_packed (format {PACKED_FORMAT!r})"), str(path))[0]
 
 
-def is_packed(path: PathArg) -> bool:
-    """Whether ``path`` is a packed export (so a caller can pick the loader; unreadable files are not)."""
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:
-        return False
-    return isinstance(payload, dict) and payload.get("format") == FORMAT
-
-
-def load_packed_with_meta(path: PathArg) -> tuple[nn.Module, dict[str, Any]]:
-    """:func:`load_packed`, and the metadata the file was exported with (model, classes, bits)."""
-    payload = _read(path, f"a packed model written by export_packed (format {FORMAT!r})")
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a packed model (expected a dict with format {FORMAT!r})")
-    meta = _check_meta(payload.get("meta"), str(path))
+def packed_model(payload: Any, source: str) -> tuple[nn.Module, dict[str, Any]]:
+    """The model (eval mode) and export metadata of an already-read packed file; ``source`` names it in errors."""
+    if not isinstance(payload, dict) or payload.get("format") != PACKED_FORMAT:
+        raise ValueError(f"{source}: not a packed model (expected a dict with format {PACKED_FORMAT!r})")
+    meta = _check_meta(payload.get("meta"), source)
     model = _rebuild(meta)
     modules = dict(model.named_modules())
     state = dict(payload.get("state", {}))
@@ -156,14 +146,14 @@ def load_packed_with_meta(path: PathArg) -> tuple[nn.Module, dict[str, Any]]:
         layer = modules.get(name)
         if not _entry_fits(entry, layer):
             raise ValueError(
-                f"{path}: packed layer {name!r} does not match a quantised layer of "
+                f"{source}: packed layer {name!r} does not match a quantised layer of "
                 f"{meta['model']!r} {meta['model_args']}"
             )
         codes = unpack_codes(entry["codes"], layer.w_bits, layer.weight.numel()).view(layer.weight.shape)
         state[f"{name}.weight"] = codes_to_weight(codes, layer.w_bits, entry.get("scale"), layer.weight.dtype)
         layer.prequantized = True
         layer.weight.requires_grad_(False)
-    load_state_strict(model, state, str(path))
+    load_state_strict(model, state, source)
     return model.eval(), meta
 
 

@@ -29,6 +29,11 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a rolekd checkpoint (or a bare state_dict) safely; one-line errors for bad files."""
+    return as_checkpoint(read_weights_file(path, map_location), path)
+
+
+def read_weights_file(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """``torch.load(weights_only=True)`` of a dict file, whatever its format; one-line errors for bad files."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} not found")
@@ -38,6 +43,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"{path}: not a loadable checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a dict checkpoint, found {type(obj).__name__}")
+    return obj
+
+
+def as_checkpoint(obj: dict[str, Any], path: str | Path) -> dict[str, Any]:
+    """A file read by :func:`read_weights_file` as a training checkpoint (a bare state_dict is wrapped)."""
     if obj.get("format") != FORMAT:
         if all(isinstance(v, torch.Tensor) for v in obj.values()):
             return {"model": obj, "meta": {}}  # a bare state_dict
