@@ -16,14 +16,13 @@ from __future__ import annotations
 import io
 import json
 import os
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from ..atomic import atomic_write_bytes
 from ..models import build_model
 from .convert import load_state_strict, quantize_model, state_mismatch
 from .dorefa import FULL_PRECISION, QuantWeightMixin, check_bits, codes_to_weight, weight_codes
@@ -120,7 +119,8 @@ def export_packed(model: nn.Module, path: PathArg, meta: dict[str, Any]) -> Expo
     layers = {name: _pack_layer(name, m) for name, m in _packed_layers(model).items()}
     packed_keys = {f"{name}.weight" for name in layers}
     state = {k: v.detach().cpu() for k, v in model.state_dict().items() if k not in packed_keys}
-    _atomic_save({"format": PACKED_FORMAT, "meta": meta, "layers": layers, "state": state}, Path(path))
+    payload = {"format": PACKED_FORMAT, "meta": meta, "layers": layers, "state": state}
+    atomic_write_bytes(path, lambda f: torch.save(payload, f))
     fp32_bytes = _serialized_size(model.state_dict())
     return ExportReport(str(path), meta["w_bits"], meta["a_bits"], fp32_bytes, os.path.getsize(path))
 
@@ -235,20 +235,6 @@ def _read(path: PathArg, expected: str) -> Any:
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ValueError(f"{path}: cannot be read as {expected} ({type(exc).__name__}: {reason})") from exc
 
-
-def _atomic_save(obj: Any, path: Path) -> None:
-    """torch.save to a temporary file in the target directory, then os.replace: readers never see a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def _serialized_size(obj: Any) -> int:
