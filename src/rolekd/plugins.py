@@ -29,6 +29,7 @@ def import_user_modules(names: list[str]) -> None:
             if spec.endswith(".py"):
                 _import_file(Path(spec))
             else:
+                _search_from(os.getcwd())  # `--import my_models` finds ./my_models.py, like `python -m`
                 importlib.import_module(spec)
         except Exception as exc:  # ImportError, but also a SyntaxError or NameError in the user's file
             raise ValueError(f"--import {name}: {type(exc).__name__}: {exc}") from None
@@ -43,8 +44,7 @@ def plugin_state() -> dict[str, list[str]]:
 def load_plugins(state: dict[str, list[str]]) -> None:
     """Replay :func:`plugin_state` of another process (e.g. the driver, inside a Ray trial)."""
     for folder in state.get("sys_path", []):
-        if folder not in sys.path:
-            sys.path.insert(0, folder)
+        _search_from(folder)
     import_user_modules(state.get("imports", []))
 
 
@@ -54,12 +54,15 @@ def _absolute(name: str) -> str:
         if not path.is_file():
             raise ValueError(f"--import {name}: file not found; expected a Python file or a dotted module name")
         return str(path)
-    cwd = os.getcwd()  # `--import my_models` finds ./my_models.py, like `python -m`
-    if cwd not in sys.path:
-        sys.path.insert(0, cwd)
-    if cwd not in _SEARCH_PATH:
-        _SEARCH_PATH.append(cwd)
     return name
+
+
+def _search_from(folder: str) -> None:
+    """Find dotted module names in ``folder`` too, here and in the processes that replay the imports."""
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    if folder not in _SEARCH_PATH:
+        _SEARCH_PATH.append(folder)
 
 
 def _import_file(path: Path) -> None:
