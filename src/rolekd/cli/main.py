@@ -121,7 +121,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _load_cfg(args: argparse.Namespace, default: str | None = None):
     from ..config import load_config
-
     from ..plugins import import_user_modules
 
     import_user_modules(getattr(args, "imports", []))
