@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from rolekd.models import FeatureTaps, available_models, build_model, default_taps, register_model
+from rolekd.models import ActivationSite, FeatureTaps, available_models, build_model, default_taps, register_model
 
 TAP_SHAPES = {
     "resnet18": [(64, 32, 32), (128, 16, 16), (256, 8, 8), (512, 4, 4)],
@@ -50,3 +50,31 @@ def test_user_model_registers_and_taps_are_removed():
     assert all(len(m._forward_hooks) == 0 for m in model.modules())
     with pytest.raises(ValueError, match="feature tap 'nope'"):
         FeatureTaps(model, ["nope"])
+
+
+@pytest.mark.parametrize("name", ["resnet8", "resnet20", "resnet56"])
+def test_resnet_marks_each_block_input_and_the_classifier_input_as_activation_sites(name):
+    """The sites (quantised in a student, reference §B4) are parameter-free identities at each block's input, after
+    each block's first conv+BN+ReLU and on the pooled classifier's input; the taps are the blocks' own outputs."""
+    model = build_model(name, 10, width=8).eval()
+    sites = {n: m for n, m in model.named_modules() if isinstance(m, ActivationSite)}
+    blocks = [n for n, m in model.named_modules() if type(m).__name__ == "BasicBlock"]
+    assert list(sites) == [f"{b}.{s}" for b in blocks for s in ("act_in", "act_mid")] + ["act_out"]
+    assert all(not list(m.parameters()) and not list(m.buffers()) for m in sites.values())
+    seen: dict[str, tuple] = {}
+
+    def record(name):
+        def hook(_module, inputs, output):
+            seen[name] = (inputs[0], output)  # returns None: the output is left alone
+        return hook
+
+    watched = {**sites, **{b: model.get_submodule(b) for b in blocks}, "relu": model.relu}
+    handles = [m.register_forward_hook(record(n)) for n, m in watched.items()]
+    model(torch.randn(2, 3, 32, 32))
+    for h in handles:
+        h.remove()
+    assert all(seen[n][0] is seen[n][1] for n in sites)  # identities
+    producers = ["relu", *blocks]  # the stem's ReLU feeds the first block
+    for producer, block in zip(producers, blocks):
+        assert seen[f"{block}.act_in"][0] is seen[producer][1]
+    assert seen["act_out"][0] is seen[blocks[-1]][1] and blocks[-1] == default_taps(model)[-1]

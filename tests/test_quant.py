@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rolekd.models import build_model
+from rolekd.models import ActivationSite, FeatureTaps, build_model, default_taps
 from rolekd.quant import (
     ActQuant,
     QuantConv2d,
@@ -198,11 +198,191 @@ def test_relus_on_the_raw_input_stay_relu():
 
 def test_resnet_activation_placement_follows_role_kd():
     model = resnet8()
-    quantize_model(model, 2, 2)
-    assert isinstance(model.relu, ActQuant)  # stem output = first block's input
-    assert isinstance(model.layer1[0].relu2, ActQuant)
-    assert type(model.layer4[0].relu2) is nn.ReLU  # pooled FC input is not quantised
+    report = quantize_model(model, 2, 2)
+    blocks = [f"layer{i}.0" for i in range(1, 5)]
+    # each block's input (the stem's output for layer1.0) and its conv0+BN+ReLU output; not the pooled FC input
+    assert report.activations == tuple(f"{b}.{site}" for b in blocks for site in ("act_in", "act_mid"))
+    assert report.full_precision == ("conv1", "fc", "act_out")
+    assert all(isinstance(model.get_submodule(n), ActQuant) for n in report.activations)
+    assert type(model.act_out) is ActivationSite
+    relus = [n for n, m in model.named_modules() if isinstance(m, nn.ReLU)]
+    assert relus == ["relu"] + [f"{b}.relu{k}" for b in blocks for k in (1, 2)]  # every ReLU stays full precision
+    assert not any(isinstance(m, ActQuant) for m in model.layer1[0].relu2.modules())
     assert isinstance(model.layer4[0].shortcut[0], QuantConv2d)  # 1x1 projections are quantised
+
+
+@pytest.mark.parametrize("name, kw", [("resnet8", {"width": 16}), ("resnet20", {"width": 8})])
+def test_resnet_sites_are_found_in_registration_order_too(name, kw):
+    traced, registered = build_model(name, 10, **kw), build_model(name, 10, **kw)
+    by_trace = quantize_model(traced, 2, 2)
+    by_registration = quantize_model(registered, 2, 2, example_input=torch.zeros(1, 5, 32, 32))  # cannot run
+    assert (by_trace.order_source, by_registration.order_source) == ("trace", "registration")
+    assert by_registration.activations == by_trace.activations
+    assert by_registration.full_precision == by_trace.full_precision
+    assert by_registration.weight_layers == by_trace.weight_layers
+
+
+def test_resnet_without_keep_first_last_quantises_the_classifier_input_too():
+    model = resnet8()
+    report = quantize_model(model, 2, 2, keep_first_last=False)
+    assert report.full_precision == () and report.activations[-1] == "act_out"
+    assert isinstance(model.act_out, ActQuant) and type(model.relu) is nn.ReLU
+
+
+def test_user_model_with_activation_sites_is_quantised_at_its_sites_only():
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3), nn.ReLU(), ActivationSite(), nn.Conv2d(8, 8, 3), nn.ReLU(), ActivationSite(),
+        nn.Conv2d(8, 8, 3), nn.ReLU(), ActivationSite(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10),
+    )
+    report = quantize_model(model, 2, 2)
+    assert report.activations == ("2", "5") and report.full_precision == ("0", "11", "8")
+    kinds = [nn.ReLU, ActQuant, nn.ReLU, ActQuant, nn.ReLU, ActivationSite]  # the last site feeds the classifier
+    assert [type(model[i]) for i in (1, 2, 4, 5, 7, 8)] == kinds
+
+
+# --------------------------------------------- feature taps of a quantised ResNet (role-kd: full precision)
+
+RESNETS = [("resnet8", {"width": 16}), ("resnet20", {"width": 8}), ("resnet18", {"width": 8})]
+
+
+def _quantized_relu(model: nn.Module, path: str, bits: int) -> None:
+    parent, _, child = path.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, ActQuant(bits))
+
+
+def old_style_student(teacher: nn.Module, w_bits: int, a_bits: int, keep_first_last: bool) -> nn.Module:
+    """The student as built before the sites existed, by hand (no quantize_model): every ReLU is the quantiser,
+    except the last block's final ReLU (the pooled FC input) unless keep_first_last=False; the sites stay identities."""
+    student = copy.deepcopy(teacher)
+    for name, m in list(student.named_modules()):
+        if type(m) in (nn.Conv2d, nn.Linear) and (not keep_first_last or name not in ("conv1", "fc")):
+            parent, _, child = name.rpartition(".")
+            layer = (QuantConv2d if type(m) is nn.Conv2d else QuantLinear).from_float(m, w_bits)
+            setattr(student.get_submodule(parent) if parent else student, child, layer)
+    relus = [n for n, m in student.named_modules() if type(m) is nn.ReLU]
+    last = f"{student.default_taps[-1]}.relu2"
+    assert relus[0] == "relu" and relus[-1] == last
+    for name in relus:
+        if not keep_first_last or name != last:
+            _quantized_relu(student, name, a_bits)
+    return student
+
+
+def _run(model: nn.Module, x: torch.Tensor):
+    """Logits, the default taps, and the gradients of the parameters and of x (loss: squared logits)."""
+    x = x.clone().requires_grad_(True)
+    for p in model.parameters():
+        p.grad = None
+    with FeatureTaps(model, default_taps(model)) as taps:
+        logits = model(x)
+        features = [f.detach() for f in taps.features]
+    logits.square().sum().backward()
+    grads = {n: p.grad for n, p in model.named_parameters()}
+    return logits.detach(), features, grads, x.grad
+
+
+@pytest.mark.parametrize("name, kw", RESNETS)
+@pytest.mark.parametrize("w, a, keep", [(2, 2, True), (1, 4, True), (2, 2, False)])
+def test_moving_the_quantiser_to_the_block_input_changes_no_output(name, kw, w, a, keep):
+    teacher = build_model(name, 10, **kw)
+    randomise_bn(teacher)
+    reference = old_style_student(teacher, w, a, keep)
+    student = copy.deepcopy(teacher)
+    quantize_model(student, w, a, keep_first_last=keep)
+    x = images(4, seed=3)
+    for mode in ("train", "eval"):  # batch statistics, then (updated) running statistics
+        ref_logits, ref_taps, ref_grads, ref_xgrad = _run(reference.train(mode == "train"), x)
+        logits, taps, grads, xgrad = _run(student.train(mode == "train"), x)
+        assert torch.equal(logits, ref_logits), mode
+        assert grads.keys() == ref_grads.keys()
+        assert all(torch.equal(grads[n], ref_grads[n]) for n in grads), mode  # same backward (the STE masks agree)
+        assert torch.equal(xgrad, ref_xgrad), mode
+        # the old taps were the quantiser's output; the new ones are its input (the last one too at keep=False)
+        for i, (tap, ref_tap) in enumerate(zip(taps, ref_taps, strict=True)):
+            quantised = keep and i == len(taps) - 1
+            assert torch.equal(tap if quantised else quantize_activation(tap, a), ref_tap), (mode, i)
+    for (key, value), ref_value in zip(student.state_dict().items(), reference.state_dict().values(), strict=True):
+        assert torch.equal(value, ref_value), key  # same BN running statistics after the train-mode forwards
+
+
+@pytest.mark.parametrize("name, kw", RESNETS)
+def test_two_bit_resnet_taps_are_full_precision(name, kw):
+    model = build_model(name, 10, **kw)
+    quantize_model(model, 2, 2)
+    with FeatureTaps(model, default_taps(model)) as taps:
+        model(images(8))
+        for path, feature in zip(taps.paths, taps.features, strict=True):
+            assert feature.unique().numel() > 4, path  # a 2-bit activation has at most 4 values {0, 1/3, 2/3, 1}
+            assert feature.min() == 0 and feature.max() > 1, path  # post-ReLU, not clipped to [0, 1]
+
+
+@pytest.mark.parametrize("name, kw", RESNETS)
+def test_kd_gradient_reaches_a_resnet_tap_above_one(name, kw):
+    model = build_model(name, 10, **kw)
+    quantize_model(model, 2, 2)
+    pre: dict[str, torch.Tensor] = {}
+
+    def keep_input(path):
+        def hook(_module, inputs):
+            inputs[0].retain_grad()
+            pre[path] = inputs[0]
+        return hook
+
+    paths = default_taps(model)
+    handles = [model.get_submodule(f"{p}.relu2").register_forward_pre_hook(keep_input(p)) for p in paths]
+    with FeatureTaps(model, paths) as taps:
+        model(images(8))
+        sum(f.sum() for f in taps.features).backward()  # a feature-KD loss on the taps alone
+    for h in handles:
+        h.remove()
+    for path in paths:
+        above = pre[path].detach() > 1
+        assert above.any(), path
+        assert torch.equal(pre[path].grad[above], torch.ones(int(above.sum()))), path  # not cut by a clip at 1
+
+
+def test_alexnet_placement_is_unchanged_and_its_taps_are_post_quantiser():
+    model = build_model("alexnet", 10)
+    assert not any(isinstance(m, ActivationSite) for m in model.modules())
+    report = quantize_model(model, 2, 2)
+    assert report.activations == ("conv1.2", "conv2.2", "conv3.2", "conv4.2", "conv5.2", "fc0.2")
+    assert report.full_precision == ("conv1.0", "fc", "fc1.2")
+    assert all(isinstance(model.get_submodule(n), ActQuant) for n in report.activations)
+    assert type(model.fc1[2]) is nn.ReLU
+    assert default_taps(model) == ["pool2", "conv3", "conv4", "pool5"]
+    model.eval()
+    with torch.no_grad(), FeatureTaps(model, default_taps(model)) as taps:
+        model(images(2))
+        for path, feature in zip(taps.paths, taps.features, strict=True):
+            levels = feature.unique()
+            assert levels.numel() <= 4 and levels.min() >= 0 and levels.max() <= 1, path  # role-kd: post-quantiser
+
+
+def _resnet_state_keys(blocks: list[int], projection: bool) -> list[str]:
+    """The state_dict keys a CifarResNet checkpoint has always had (the activation sites add none)."""
+
+    def bn(prefix):
+        return [f"{prefix}.{k}" for k in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")]
+
+    keys = ["conv1.weight", *bn("bn1")]
+    for i, n in enumerate(blocks, 1):
+        for j in range(n):
+            p = f"layer{i}.{j}"
+            keys += [f"{p}.conv1.weight", *bn(f"{p}.bn1"), f"{p}.conv2.weight", *bn(f"{p}.bn2")]
+            if projection and i > 1 and j == 0:
+                keys += [f"{p}.shortcut.0.weight", *bn(f"{p}.shortcut.1")]
+    return keys + ["fc.weight", "fc.bias"]
+
+
+@pytest.mark.parametrize("name, kw, blocks, projection", [
+    ("resnet8", {"width": 16}, [1, 1, 1, 1], True), ("resnet18", {"width": 8}, [2, 2, 2, 2], True),
+    ("resnet20", {"width": 8}, [3, 3, 3], False),
+])
+def test_resnet_state_dict_keys_are_unchanged_by_the_sites(name, kw, blocks, projection):
+    model = build_model(name, 10, **kw)
+    assert list(model.state_dict()) == _resnet_state_keys(blocks, projection)
+    quantize_model(model, 2, 2)
+    assert list(model.state_dict()) == _resnet_state_keys(blocks, projection)
 
 
 def test_converted_layers_keep_parameters_and_state_dict_keys():
@@ -331,6 +511,24 @@ def test_export_then_load_gives_identical_logits(tmp_path, w, a):
     assert torch.equal(loaded(x), expected)
     assert report.packed_bytes == os.path.getsize(path)
     assert getattr(loaded, "quant_bits", (32, 32)) == (w, a)
+
+
+def test_export_round_trip_keeps_the_activation_sites_and_full_precision_taps(tmp_path):
+    model = build_model("resnet20", 10, width=8)  # option-A shortcuts
+    randomise_bn(model)
+    report = quantize_model(model, 2, 2)
+    model.eval()
+    meta = {"model": "resnet20", "num_classes": 10, "model_args": {"width": 8}, "w_bits": 2, "a_bits": 2}
+    export_packed(model, tmp_path / "p.pt", meta)
+    loaded = load_packed(tmp_path / "p.pt")
+    assert loaded.quant_report.activations == report.activations
+    assert loaded.quant_report.full_precision == report.full_precision
+    x = images()
+    mine, theirs = FeatureTaps(model, default_taps(model)), FeatureTaps(loaded, default_taps(loaded))
+    with torch.no_grad(), mine, theirs:
+        assert torch.equal(loaded(x), model(x))
+        assert all(torch.equal(a, b) for a, b in zip(mine.features, theirs.features, strict=True))
+        assert all(f.unique().numel() > 4 for f in theirs.features)
 
 
 def test_two_bit_resnet8_file_is_at_least_8x_smaller(tmp_path):

@@ -2,6 +2,7 @@
 
 from . import alexnet, resnet, small  # noqa: F401  (registers the built-in models)
 from .registry import available_models, build_model, default_taps, model_builder, register_model
+from .sites import ActivationSite
 from .taps import FeatureTaps
 
-__all__ = ["FeatureTaps", "available_models", "build_model", "default_taps", "register_model"]
+__all__ = ["ActivationSite", "FeatureTaps", "available_models", "build_model", "default_taps", "register_model"]

@@ -1,7 +1,13 @@
 """CIFAR ResNets: the paper's ResNet-18/ResNet-8 (3x3 stem, 64-512 channels) and He et al.'s ResNet-20/32/56.
 
-Every ReLU is its own ``nn.ReLU`` module so that quantisation can swap it for an activation
-quantiser, and every stage is a named ``nn.Sequential`` so taps can name ``layerK.<last>``.
+Every ReLU is its own ``nn.ReLU`` module and every stage is a named ``nn.Sequential``, so taps can name
+``layerK.<last>`` (a block's output: its full-precision post-ReLU activation, in a quantised student too).
+
+A quantised student quantises its activations where role-kd does (reference §B4), at the
+:class:`~rolekd.models.sites.ActivationSite` markers (identities at full precision, no parameters):
+``act_in`` at every block's input (so the conv and the shortcut both see the quantised tensor), ``act_mid`` after
+the block's first conv+BN+ReLU, and ``act_out`` on the pooled classifier's input (which ``quantize_model`` keeps at
+full precision unless ``keep_first_last=False``). The ReLUs themselves, the stem's included, stay ReLUs.
 """
 
 from __future__ import annotations
@@ -9,14 +15,17 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from .registry import register_model
+from .sites import ActivationSite
 
 
 class BasicBlock(nn.Module):
     def __init__(self, in_ch: int, out_ch: int, stride: int = 1, option: str = "B") -> None:
         super().__init__()
+        self.act_in = ActivationSite()  # registered first: registration order then matches execution order
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, stride, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(out_ch)
         self.relu1 = nn.ReLU(inplace=False)
+        self.act_mid = ActivationSite()
         self.conv2 = nn.Conv2d(out_ch, out_ch, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(out_ch)
         self.relu2 = nn.ReLU(inplace=False)
@@ -30,7 +39,8 @@ class BasicBlock(nn.Module):
                 )
 
     def forward(self, x: Tensor) -> Tensor:
-        out = self.relu1(self.bn1(self.conv1(x)))
+        x = self.act_in(x)
+        out = self.act_mid(self.relu1(self.bn1(self.conv1(x))))
         out = self.bn2(self.conv2(out))
         return self.relu2(out + self.shortcut(x))
 
@@ -72,6 +82,7 @@ class CifarResNet(nn.Module):
             self.add_module(f"layer{i + 1}", nn.Sequential(*layers))
             self.default_taps.append(f"layer{i + 1}.{n - 1}")
         self.num_stages = len(blocks)
+        self.act_out = ActivationSite()
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(in_ch, num_classes)
         for m in self.modules():
@@ -85,7 +96,7 @@ class CifarResNet(nn.Module):
         x = self.relu(self.bn1(self.conv1(x)))
         for i in range(self.num_stages):
             x = getattr(self, f"layer{i + 1}")(x)
-        return self.fc(self.pool(x).flatten(1))
+        return self.fc(self.pool(self.act_out(x)).flatten(1))
 
 
 @register_model("resnet18")

@@ -1,22 +1,35 @@
 """Turn a full-precision model into a DoReFa student in place, and warm-start it from the teacher (paper §5.1).
 
-What is converted (role-kd's placement, reference §B4):
+What is converted:
 
 - every ``nn.Conv2d`` / ``nn.Linear`` (exact types: a user's subclass keeps its own forward) becomes a
   :class:`QuantConv2d` / :class:`QuantLinear` sharing the same Parameters, except the **first** layer (the first
   Conv2d/Linear to run, i.e. the one that receives the input) and the **last** (the last to run, i.e. the one
   producing the logits), which stay full precision as in DoReFa and the paper;
-- every ``nn.ReLU`` module becomes an :class:`ActQuant`, except the ReLUs that run after the last converted layer
-  (they feed the full-precision classifier: role-kd leaves ResNet's pooled FC input and AlexNet's post-fc1
-  activation unquantised, and this one rule gives both) or before the first layer (on the raw input).
-  Functional ``F.relu`` calls cannot be converted.
+- the activation sites become :class:`ActQuant` (``quantize_k(clip(x, 0, 1))``), except the sites that run after
+  the last converted layer (they feed the full-precision classifier) or before the first layer (on the raw input).
+  The activation sites are
+
+  * the model's :class:`~rolekd.models.sites.ActivationSite` markers, if it has any; its ReLUs then all stay
+    ``nn.ReLU``. The built-in CIFAR ResNets mark every block's input (``act_in``, seen by both its conv and its
+    shortcut), the output of each block's first conv+BN+ReLU (``act_mid``) and the pooled classifier's input
+    (``act_out``, kept full precision by the rule above). That is role-kd's placement (reference §B4): the
+    quantiser runs at the *consuming* block's input, so a block's output -- the KD feature tap ``layerK.<last>`` --
+    is the full-precision ReLU output and the KD gradient through it is not clipped at 1. The forward is the same
+    as quantising the producing ReLU, since ``clip(relu(x), 0, 1) = clip(x, 0, 1)`` and each block's output has
+    the next block as its only consumer; that includes the stem, whose ReLU stays and whose output is quantised as
+    the first block's input.
+  * otherwise (a model without markers, e.g. AlexNet or a user's ``--import`` model) every ``nn.ReLU`` module
+    (exact type), the ReLU itself being replaced: the quantiser's clip subsumes it. For AlexNet this is role-kd's
+    placement (after conv1..conv5 and fc0, not after fc1: the classifier's input), and its feature taps see the
+    quantised activations, as role-kd's student taps do. Functional ``F.relu`` calls cannot be converted.
 
 First/last are found by tracing one forward of a dummy batch with hooks that record the execution order
 (``example_input``, or else the first of these zero batches that runs: ``(1, C, 32, 32)`` for each distinct Conv2d
 input width ``C``, then ``(1, F)`` for each distinct Linear ``in_features``). Registration order can differ from
-execution order (a head defined before the stem; ResNet-8's last block registers its projection shortcut after its
-final ReLU). If that forward fails, registration order is used and the
-report says so. With ``keep_first_last=False`` every Conv2d/Linear and every ReLU is converted.
+execution order (a head defined before the stem; a residual block that registers its projection shortcut after its
+final activation). If that forward fails, registration order is used and the report says so. With
+``keep_first_last=False`` every Conv2d/Linear and every activation site is converted.
 """
 
 from __future__ import annotations
@@ -27,6 +40,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor, nn
 
+from ..models.sites import ActivationSite
 from .dorefa import FULL_PRECISION, ActQuant, QuantConv2d, QuantLinear, check_bits
 
 _WEIGHTED = (nn.Conv2d, nn.Linear)
@@ -40,8 +54,8 @@ class QuantReport:
     a_bits: int
     keep_first_last: bool
     weight_layers: tuple[str, ...]  # Conv2d/Linear whose weights are quantised (empty at w_bits = 32)
-    activations: tuple[str, ...]  # ReLUs replaced by ActQuant (empty at a_bits = 32)
-    full_precision: tuple[str, ...]  # first/last layer and ReLUs outside them (raw input, classifier input)
+    activations: tuple[str, ...]  # sites (ActivationSite markers, else ReLUs) now ActQuant; () at a_bits = 32
+    full_precision: tuple[str, ...]  # first/last layer and the activation sites outside them (raw / classifier input)
     order_source: str  # "trace" or "registration": how first/last were determined
 
     def __str__(self) -> str:
@@ -55,7 +69,7 @@ class QuantReport:
 @dataclass(frozen=True)
 class _Plan:
     weights: list[str]
-    relus: list[str]
+    sites: list[str]  # activation sites to quantise
     kept: list[str]
     source: str
 
@@ -90,21 +104,22 @@ def quantize_model(
             f"{type(model).__name__} has no convertible nn.Conv2d/nn.Linear"
             + (" besides its first and last layer" if keep_first_last and plan.kept else "")
         )
-    if a_bits != FULL_PRECISION and not plan.relus:
+    if a_bits != FULL_PRECISION and not plan.sites:
         raise ValueError(
-            f"a_bits={a_bits} needs nn.ReLU modules to replace, and {type(model).__name__} has none "
-            "outside the classifier's input (functional relu calls cannot be converted)"
+            f"a_bits={a_bits} needs nn.ReLU modules (or ActivationSite markers) to replace, and "
+            f"{type(model).__name__} has none outside the classifier's input "
+            "(functional relu calls cannot be converted)"
         )
     replacements: dict[int, nn.Module] = {}
     if w_bits != FULL_PRECISION:
         replacements.update({id(modules[n]): _quantized_layer(modules[n], w_bits) for n in plan.weights})
     if a_bits != FULL_PRECISION:
-        replacements.update({id(modules[n]): ActQuant(a_bits).train(modules[n].training) for n in plan.relus})
+        replacements.update({id(modules[n]): ActQuant(a_bits).train(modules[n].training) for n in plan.sites})
     _swap(model, replacements)
     report = QuantReport(
         w_bits, a_bits, keep_first_last,
         tuple(plan.weights) if w_bits != FULL_PRECISION else (),
-        tuple(plan.relus) if a_bits != FULL_PRECISION else (),
+        tuple(plan.sites) if a_bits != FULL_PRECISION else (),
         tuple(plan.kept), plan.source,
     )
     model.quant_bits = (w_bits, a_bits)
@@ -130,15 +145,15 @@ def _plan(
     model: nn.Module, modules: dict[str, nn.Module], keep_first_last: bool, example_input: Tensor | None
 ) -> _Plan:
     weighted = [n for n, m in modules.items() if type(m) in _WEIGHTED]
-    relus = [n for n, m in modules.items() if type(m) is nn.ReLU]
+    sites = activation_sites(modules)
     if not weighted:
         raise ValueError(f"{type(model).__name__} has no nn.Conv2d or nn.Linear layer to quantise")
     if not keep_first_last:
-        return _Plan(weighted, relus, [], "not needed")
-    calls = _trace(model, {n: modules[n] for n in weighted + relus}, example_input)
+        return _Plan(weighted, sites, [], "not needed")
+    calls = _trace(model, {n: modules[n] for n in weighted + sites}, example_input)
     source = "trace"
     if calls is None or not any(n in weighted for n in calls):
-        watched = set(weighted + relus)
+        watched = set(weighted + sites)
         calls, source = [n for n in modules if n in watched], "registration"
     positions: dict[str, list[int]] = {}
     for i, name in enumerate(calls):
@@ -148,11 +163,17 @@ def _plan(
     first, last = weighted_calls[0], weighted_calls[-1]
     start = min(positions[first])
     end = max((p for n in weighted if n != last for p in positions.get(n, [])), default=-1)
-    # ReLUs on the raw input or on the classifier's input: outside the quantised part of the network
-    outside = [n for n in relus if n in positions and (max(positions[n]) < start or min(positions[n]) > end)]
+    # sites on the raw input or on the classifier's input: outside the quantised part of the network
+    outside = [n for n in sites if n in positions and (max(positions[n]) < start or min(positions[n]) > end)]
     kept = list(dict.fromkeys([first, last, *outside]))
     weights = [n for n in weighted if n not in (first, last)]
-    return _Plan(weights, [n for n in relus if n not in outside], kept, source)
+    return _Plan(weights, [n for n in sites if n not in outside], kept, source)
+
+
+def activation_sites(modules: Mapping[str, nn.Module]) -> list[str]:
+    """Where activations are quantised: the ActivationSite markers if there are any, else every nn.ReLU module."""
+    markers = [n for n, m in modules.items() if isinstance(m, ActivationSite)]
+    return markers or [n for n, m in modules.items() if type(m) is nn.ReLU]
 
 
 def _trace(model: nn.Module, watched: dict[str, nn.Module], example_input: Tensor | None) -> list[str] | None:

@@ -3,7 +3,8 @@
 - ``quantize_k(x) = round((2^k - 1) x) / (2^k - 1)``, gradient passed straight through.
 - weights, k > 1: ``2 quantize_k(tanh(w) / (2 max|tanh(w)|) + 1/2) - 1`` (per tensor; 2-bit levels {-1, -1/3, 1/3, 1});
   k = 1: ``sign(w) E|w|`` (BWN, with E|w| not differentiated, as tensorpack does).
-- activations: ``quantize_k(clip(x, 0, 1))`` in place of the ReLU.
+- activations: ``quantize_k(clip(x, 0, 1))`` at the model's activation sites (an ``ActivationSite`` marker, or
+  else a ReLU, which the clip subsumes; placement: :mod:`rolekd.quant.convert`).
 
 Weight quantisation happens in the forward of :class:`QuantConv2d` / :class:`QuantLinear`, so the fp32
 latent weight stays the trained parameter and the state_dict keys are those of ``nn.Conv2d`` / ``nn.Linear``.
@@ -194,7 +195,8 @@ class QuantLinear(QuantWeightMixin, nn.Linear):
 
 
 class ActQuant(nn.Module):
-    """DoReFa activation quantiser, the drop-in replacement of an ``nn.ReLU`` (clip to [0, 1] subsumes the ReLU)."""
+    """DoReFa activation quantiser, the drop-in replacement of an ``ActivationSite`` marker or of an ``nn.ReLU``
+    (clip to [0, 1] subsumes the ReLU)."""
 
     def __init__(self, bits: int) -> None:
         super().__init__()
