@@ -116,19 +116,34 @@ def test_frozen_teacher_is_unchanged_by_training_and_kept_out_of_state(method):
     assert "peer" not in objective.checkpoint_state()
 
 
-def test_dml_trains_the_peer_in_the_same_step():
+def _state_hash(model: torch.nn.Module) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for key, value in sorted(model.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def test_dml_trains_a_copy_of_the_teacher_in_the_same_step():
     student, teacher = _models()
+    handed_in = _state_hash(teacher)
     objective = _build("dml", student, teacher)
+    peer = objective.teacher
+    assert peer is not teacher  # the teacher other rows receive is shared: DML trains its own copy
     params = list(student.parameters()) + list(objective.extra_parameters())
-    assert {id(p) for p in teacher.parameters()} <= {id(p) for p in params}
-    before = [p.detach().clone() for p in teacher.parameters()]
+    assert {id(p) for p in peer.parameters()} <= {id(p) for p in params}
+    assert not {id(p) for p in teacher.parameters()} & {id(p) for p in params}
+    before = [p.detach().clone() for p in peer.parameters()]
     out = objective(student, _batch(), StepContext(0, 10))
     assert {"ce", "peer_ce", "kd_dml", "kd_dml_peer"} == set(out.losses)
     optimizer = torch.optim.SGD(params, lr=0.1)
     optimizer.zero_grad()
     objective.backward(out, params)
     optimizer.step()
-    assert any(not torch.equal(a, b) for a, b in zip(before, teacher.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(before, peer.parameters()))
+    assert _state_hash(teacher) == handed_in
     assert "peer" in objective.checkpoint_state()
 
 
@@ -199,6 +214,47 @@ def test_checkpoint_state_round_trips_through_torch_save():
     assert all(torch.allclose(a[k], b[k]) for k in a)
     with pytest.raises(ValueError, match="checkpoint"):
         _build("soft", student, teacher).load_checkpoint_state(state)
+
+
+# The paper's setting per method (§5.2 and the methods' papers): lambda, KD-gradient clipping, temperature.
+METHOD_DEFAULTS = {
+    "soft": (1.0, False, 4.0),  # Hinton et al.: T = 4 with the T^2 factor (role-kd: T = 3, no T^2)
+    "dml": (1.0, False, 1.0),  # Zhang et al.: plain KL at T = 1
+    "dkd": (1.0, False, 4.0),
+    "rkd": (1.0, False, None),
+    "mhgd": (1.0, True, None),  # the authors' code clips the KD gradient as KD-SVD does
+    "kdsvd": (1.0, True, None),
+    "iikd": (0.4, True, None),  # §5.2: lambda 0.4 with KD-SVD's clipping
+}
+
+
+@pytest.mark.parametrize("method", sorted(METHOD_DEFAULTS))
+def test_unset_section_values_leave_each_method_its_own_default(method):
+    from rolekd.config import DistillConfig
+    from rolekd.distill import resolve_settings
+
+    settings = resolve_settings(DistillConfig(method=method))
+    assert (settings.lam, settings.clip_grad, settings.temperature) == METHOD_DEFAULTS[method]
+    # a section value applies only where the user set it ...
+    pinned = resolve_settings(DistillConfig(method=method, lam=0.3, temperature=2.0))
+    assert pinned.lam == 0.3 and pinned.temperature == (None if METHOD_DEFAULTS[method][2] is None else 2.0)
+    # ... and per_method wins for its own method only
+    other = "soft" if method != "soft" else "dml"
+    section = DistillConfig(method=method, lam=0.3, per_method={method: {"lam": 0.7, "clip_grad": True},
+                                                              other: {"lam": 0.1}})
+    assert (resolve_settings(section).lam, resolve_settings(section).clip_grad) == (0.7, True)
+
+
+def test_per_method_settings_are_validated_in_one_line():
+    from rolekd.config import DistillConfig
+    from rolekd.distill import resolve_settings
+
+    with pytest.raises(ValueError, match="per_method: unknown method.*telepathy") as err:
+        resolve_settings(DistillConfig(method="soft", per_method={"telepathy": {"lam": 1.0}}))
+    assert "\n" not in str(err.value)
+    with pytest.raises(ValueError, match="unknown option.*freeze_peer"):
+        build_objective(DistillConfig(method="soft", per_method={"soft": {"options": {"freeze_peer": True}}}),
+                        *reversed(_models()))
 
 
 def test_build_objective_validates_its_config_in_one_line():

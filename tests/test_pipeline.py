@@ -154,3 +154,60 @@ def test_unknown_names_fail_before_any_training(tmp_path, override, field):
         Pipeline(tiny_cfg(override), out, say=quiet).run()
     assert "\n" not in str(exc.value)
     assert not out.exists()
+
+
+def _state_hash(state: dict) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for key, value in sorted(state.items()):
+        digest.update(key.encode())
+        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def test_no_row_changes_the_teacher_the_other_rows_receive(finished_run, tmp_path):
+    """DML trains its teacher as a peer: it must train a copy, not the cached teacher later rows use."""
+    from rolekd.augment.schedule import Schedule
+    from rolekd.pipeline.setup import prepare
+    from rolekd.train import load_checkpoint
+
+    done, _ = finished_run
+    out = tmp_path / "dml"
+    shutil.copytree(done / "stage_alpha" / "teacher", out / "stage_alpha" / "teacher")
+    cfg = tiny_cfg("distill.method=dml")  # DML's own default: the peer is trained
+    assert cfg.distill.per_method == {}
+    on_disk = _state_hash(load_checkpoint(out / "stage_alpha/teacher/seed0/last.pt")["model"])
+    pipeline = Pipeline(cfg, out, say=quiet)
+    pipeline.prep = prepare(cfg)
+    pipeline.schedules = {k: Schedule.load(done / stage / "schedule.json")
+                          for k, stage in (("A_T", "stage_alpha"), ("A_S", "stage_beta"))}
+    students = [r for r in plan_rows(cfg) if r.role == "student"]
+    assert [r.key for r in students][:2] == ["student_beta", "student_kd"]  # a DML row first, then more
+    for row in students:
+        pipeline._train(row, 0)
+        if row.needs_teacher:
+            assert _state_hash(pipeline.teachers[0].model.state_dict()) == on_disk, row.key
+    kd_metrics = json.loads((out / "baselines/student_kd/seed0/metrics.jsonl").read_text().splitlines()[0])
+    assert "train_kd_dml_peer" in kd_metrics  # the rows did train a peer
+
+
+def test_warm_start_and_teacher_schedule_rows_train_without_kd(finished_run):
+    from rolekd.train import load_checkpoint
+
+    out, report = finished_run
+
+    def first_metrics(folder: str) -> dict:
+        return json.loads((out / folder / "seed0/metrics.jsonl").read_text().splitlines()[0])
+
+    for folder in ("baselines/student_warm_start", "baselines/student_teacher_schedule"):
+        assert not any(k.startswith("train_kd_") for k in first_metrics(folder)), folder
+    assert any(k.startswith("train_kd_") for k in first_metrics("baselines/student_kd"))
+    meta = {f: load_checkpoint(out / f / "seed0/last.pt")["meta"]
+            for f in ("baselines/student_warm_start", "baselines/student_teacher_schedule", "baselines/student_kd")}
+    assert meta["baselines/student_warm_start"].get("warm_started") is True
+    assert meta["baselines/student_kd"].get("warm_started") is True
+    assert not meta["baselines/student_teacher_schedule"].get("warm_started")
+    rows = {r["key"]: r for r in report["rows"]}
+    assert rows["student_teacher_schedule"]["augmentation"].startswith("A_T")
+    assert report["schedule_sources"]["A_T"].startswith("searched in this run")

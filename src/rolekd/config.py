@@ -28,6 +28,11 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+# Cutout side (px at 32x32) after a searched policy: PBA's CIFAR-10 setting (16), role-kd's CIFAR-100 one (8, as
+# its final stage-β training ran; PBA moved to 16 later); digits' 8x8 glyphs (upscaled) would lose too much: off.
+SCHEDULE_CUTOUT = {"cifar10": 16, "cifar100": 8, "folder": 16, "digits": 0}
+
+
 class DataConfig(_Section):
     dataset: Literal["digits", "cifar10", "cifar100", "folder"] = "digits"
     root: str | None = Field(None, description="image folder for dataset=folder (root/<class>/*.png|jpg)")
@@ -41,8 +46,20 @@ class DataConfig(_Section):
     split_seed: int = 0
     crop_padding: int = Field(4, ge=0, le=64, description="random-crop padding in pixels; 0 disables crop")
     flip: bool = True
-    cutout: int = Field(0, ge=0, description="side of the final cutout square in pixels at 32x32; 0 disables")
+    cutout: int = Field(
+        0, ge=0, description="side of the final cutout square in pixels at 32x32 for rows WITHOUT a searched "
+        "schedule (the paper's baselines: crop + flip only); 0 disables"
+    )
+    schedule_cutout: int | None = Field(
+        None, ge=0, description="cutout after the policy, crop and flip in search trials and rows trained with a "
+        "searched schedule, as PBA/role-kd did; default per dataset (CIFAR-10 16, CIFAR-100 8, folder 16, digits 0)"
+    )
     eval_batch_size: int = Field(1000, ge=1)
+
+    @property
+    def resolved_schedule_cutout(self) -> int:
+        """``schedule_cutout``, or the dataset's default (:data:`SCHEDULE_CUTOUT`)."""
+        return SCHEDULE_CUTOUT[self.dataset] if self.schedule_cutout is None else self.schedule_cutout
 
 
 class TrainConfig(_Section):
@@ -102,6 +119,15 @@ class StudentConfig(NetworkConfig):
         return _check_bits(v)
 
 
+class MethodSettings(_Section):
+    """Settings that apply only when ``distill.method`` is this method (they win over the section's)."""
+
+    lam: float | None = Field(None, ge=0)
+    clip_grad: bool | None = None
+    temperature: float | None = Field(None, gt=0)
+    options: dict[str, Scalar | list[Scalar]] = Field(default_factory=dict)
+
+
 class DistillConfig(_Section):
     method: str = Field("iikd", description="soft | dml | rkd | mhgd | kdsvd | iikd | dkd | none")
     lam: float | None = Field(
@@ -112,10 +138,17 @@ class DistillConfig(_Section):
     clip_grad: bool | None = Field(
         None, description="clip the KD gradient to the task gradient's norm; default: the method's (II-KD, MHGD, KD-SVD on)"
     )
-    temperature: float = Field(4.0, gt=0)
+    temperature: float | None = Field(
+        None, gt=0, description="for the methods that have one (soft, dml, dkd); default: the method's own"
+    )
     options: dict[str, Scalar | list[Scalar]] = Field(default_factory=dict, description="method-specific")
-    init_epochs: int = Field(
-        2, ge=0, description="epochs of MHGD's attention-network initialisation on the teacher's features"
+    per_method: dict[str, MethodSettings] = Field(
+        default_factory=dict, description="settings per method name, applied when distill.method is that method "
+        "(e.g. per_method: {dml: {options: {freeze_peer: true}}})"
+    )
+    init_epochs: int | None = Field(
+        None, ge=0, description="epochs of MHGD's attention-network initialisation on the teacher's features; "
+        "default 20% of the student's epochs (Lee & Song: 40 of 200)"
     )
 
 
@@ -167,12 +200,30 @@ class AgentsConfig(_Section):
 
 
 class StageAlphaConfig(_Section):
-    schedule: str | None = Field(None, description="reuse this teacher schedule instead of searching")
+    schedule: str | None = Field(
+        None, description="reuse this teacher schedule instead of searching: a schedule JSON, or the folder of a "
+        "rolekd run whose stage α searched it (its stage_alpha/schedule.json)"
+    )
+    note: str | None = Field(
+        None, description="why the schedule is given (shown in the report and in the error when it is missing), "
+        "e.g. the paper's transfer of the CIFAR-10 policy to CIFAR-100 (§5.1)"
+    )
+
+
+Baseline = Literal[
+    "teacher_vanilla", "student_vanilla", "student_teacher_schedule", "student_warm_start", "student_kd",
+    "student_kd_teacher_schedule",
+]
+BASELINES: tuple[str, ...] = Baseline.__args__
 
 
 class PipelineConfig(_Section):
-    baselines: list[Literal["teacher_vanilla", "student_vanilla", "student_kd", "student_kd_teacher_schedule"]] = Field(
-        default_factory=lambda: ["teacher_vanilla", "student_vanilla", "student_kd", "student_kd_teacher_schedule"]
+    baselines: list[Baseline] = Field(
+        default_factory=lambda: list(BASELINES),
+        description="rows trained besides stage α and β: teacher_vanilla (teacher, crop + flip), student_vanilla "
+        "(student from scratch, no KD), student_teacher_schedule (student from scratch + A_T, no KD: Table 2's "
+        "'teacher after stage α' at low bits), student_warm_start (warm-started from the teacher, no KD), "
+        "student_kd (KD, crop + flip), student_kd_teacher_schedule (KD + A_T)",
     )
     stage_alpha: StageAlphaConfig = Field(default_factory=StageAlphaConfig)
     seeds: list[int] = Field(default_factory=lambda: [0])

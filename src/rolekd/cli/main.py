@@ -217,6 +217,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                   f"({len(prep.full.train)} train / {len(prep.full.test)} test images, {prep.device})")
     with TrainingProgress(args.role, net.train.epochs) as cb:
         result = train_network(cfg, prep, args.role, out, schedule=_load_schedule(args.schedule),
+                               agents=cfg.student.agents if args.role == "student" else (),
                                resume=args.resume, callback=cb)
     _report_fit(args.role, result, out)
     return 0
@@ -235,7 +236,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
                   f"with {cfg.distill.method} on {prep.full.name} ({prep.device})")
     with TrainingProgress("student", s.train.epochs) as cb:
         result = train_network(cfg, prep, "student", out, schedule=_load_schedule(args.schedule), teacher=teacher,
-                               resume=args.resume, callback=cb)
+                               agents=cfg.student.agents, resume=args.resume, callback=cb)
     _report_fit("student", result, out)
     return 0
 

@@ -6,15 +6,25 @@ for the training loop (a :class:`Distiller` for every method but ``"none"``).
 
 from .base import KDMethod, Outputs
 from .distiller import Distiller
-from .registry import available_methods, build_objective, register_method
+from .registry import (
+    DistillSettings,
+    available_methods,
+    build_objective,
+    initialization_epochs,
+    register_method,
+    resolve_settings,
+)
 from .schedule import LambdaSchedule
 
 __all__ = [
+    "DistillSettings",
     "Distiller",
     "KDMethod",
     "LambdaSchedule",
     "Outputs",
     "available_methods",
     "build_objective",
+    "initialization_epochs",
     "register_method",
+    "resolve_settings",
 ]

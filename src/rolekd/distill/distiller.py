@@ -1,7 +1,8 @@
 """The distillation objective: task loss + lambda * a KD method's terms, around a frozen teacher.
 
 ``Distiller`` owns what every method needs and none should re-implement: running the teacher
-(eval mode and no gradients, enforced on every step, unless the method trains it as a DML peer),
+(eval mode and no gradients, enforced on every step, unless the method trains it as a DML peer:
+then a copy of it is trained, and the teacher handed in is never changed),
 feature taps on both networks, the lambda schedule, optional KD gradient clipping, the
 pre-training shape check and the initialisation phase of methods that have one (MHGD).
 
@@ -12,6 +13,7 @@ in all three.
 
 from __future__ import annotations
 
+import copy
 import itertools
 from contextlib import contextmanager
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
@@ -55,8 +57,10 @@ class Distiller(Objective):
         self._progress = 0.0
         object.__setattr__(self, "_student", student)  # plain attributes: never a submodule
         object.__setattr__(self, "_teacher", teacher)
-        if method.trains_teacher:
-            self.peer = teacher.requires_grad_(True)
+        if method.trains_teacher:  # a copy: the teacher handed in is shared (other rows, the agents) and stays fixed
+            teacher = copy.deepcopy(teacher).requires_grad_(True)
+            object.__setattr__(self, "_teacher", teacher)
+            self.peer = teacher
         else:
             teacher.requires_grad_(False).eval()
         self._student_taps = _taps(student, student_taps, method, "student")

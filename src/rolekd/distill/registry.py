@@ -2,13 +2,14 @@
 
 :func:`build_objective` takes a config's ``distill`` section as it is::
 
-    distill: {method: iikd, lam: 0.4, lam_decay: 0.5, lam_every: 0.3, clip_grad: true,
-              temperature: 4, options: {rkd_embedding: logits}}
+    distill: {method: iikd, lam_decay: 0.5, lam_every: 0.3,
+              per_method: {iikd: {options: {rkd_embedding: logits}}, dml: {options: {freeze_peer: true}}}}
 """
 
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from torch import nn
@@ -44,14 +45,86 @@ def available_methods() -> list[str]:
     return ["none", *_METHODS.names()]
 
 
-_SECTION_DEFAULTS: dict[str, Any] = {
-    "lam": None,
-    "lam_decay": 0.5,
-    "lam_every": 0.3,
-    "clip_grad": None,
-    "temperature": None,
-    "options": None,
-}
+_SETTINGS = ("lam", "clip_grad", "temperature", "options")  # a method's own defaults apply where unset
+_SECTION_KEYS = ("method", "lam", "lam_decay", "lam_every", "clip_grad", "temperature", "options", "per_method",
+                 "init_epochs")
+
+
+@dataclass(frozen=True)
+class DistillSettings:
+    """A ``distill`` section resolved for its method: what the objective is built with."""
+
+    method: str
+    lam: float
+    clip_grad: bool
+    temperature: float | None  # None: the method has no temperature
+    options: dict[str, Any]
+    schedule: LambdaSchedule
+
+    def describe(self) -> str:
+        t = "" if self.temperature is None else f", T = {self.temperature:g}"
+        opts = "".join(f", {k} = {v}" for k, v in sorted(self.options.items()) if k != "temperature")
+        return f"{self.method}: lambda = {self.lam:g}, KD-gradient clipping {'on' if self.clip_grad else 'off'}{t}{opts}"
+
+
+def _plain(value: Any) -> Any:
+    return value.model_dump() if hasattr(value, "model_dump") else value
+
+
+def resolve_settings(config: DistillConfig | Mapping[str, Any]) -> DistillSettings | None:
+    """The settings a ``distill`` section means for its method; ``None`` for ``method: none``.
+
+    Precedence, lowest first: the method's own default (its class: lambda, clipping, temperature),
+    the section's value where the user set one, then ``per_method[method]`` (so one config can name
+    the paper's setting of every method and ``--set distill.method=...`` picks the right one).
+    """
+    section = {k: _plain(v) for k, v in dict(config).items()}
+    unknown = sorted(set(section) - set(_SECTION_KEYS))
+    require(not unknown, f"unknown distill setting(s) {', '.join(unknown)}; accepted: {', '.join(_SECTION_KEYS)}")
+    require("method" in section, f"the distill section needs a method: one of {', '.join(available_methods())}")
+    method = section["method"]
+    per_method = {k: _plain(v) or {} for k, v in (section.get("per_method") or {}).items()}
+    strange = sorted(set(per_method) - set(available_methods()))
+    require(not strange, f"distill.per_method: unknown method(s) {', '.join(strange)}; "
+            f"expected names from: {', '.join(available_methods())}")
+    own = per_method.get(method, {})
+    bad = sorted(set(own) - set(_SETTINGS))
+    require(not bad, f"distill.per_method.{method}: unknown setting(s) {', '.join(bad)}; accepted: {', '.join(_SETTINGS)}")
+    value = {k: own.get(k) if own.get(k) is not None else section.get(k) for k in _SETTINGS}
+    options = {**dict(section.get("options") or {}), **dict(own.get("options") or {})}
+    if method == "none":
+        require(not options, f"distill method 'none' takes no options, got {sorted(options)}")
+        return None
+    require(method in _METHODS, f"unknown distill method {method!r}; expected one of: {', '.join(available_methods())}")
+    cls = _METHODS.get(method)
+    params = inspect.signature(cls).parameters
+    temperature = None
+    if "temperature" in params:
+        if value["temperature"] is not None:
+            require(
+                "temperature" not in options,
+                f"distill temperature is set twice for {method!r}: in the section and in options",
+            )
+            options["temperature"] = value["temperature"]
+        default = params["temperature"].default
+        temperature = float(options.get("temperature", default))
+    defaults = LambdaSchedule(cls.default_lam if value["lam"] is None else value["lam"])
+    schedule = LambdaSchedule(
+        defaults.lam,
+        defaults.decay if section.get("lam_decay") is None else section["lam_decay"],
+        defaults.every if section.get("lam_every") is None else section["lam_every"],
+    )
+    clip = cls.default_clip if value["clip_grad"] is None else bool(value["clip_grad"])
+    return DistillSettings(method, schedule.lam, clip, temperature, options, schedule)
+
+
+INIT_FRACTION = 40 / 200  # Lee & Song train MHGD's attention network for 40 epochs of a 200-epoch run
+
+
+def initialization_epochs(setting: int | None, num_epochs: int) -> int:
+    """Epochs of a method's initialisation phase (MHGD's attention network): ``setting`` if given,
+    else the authors' 40 of 200 scaled to the run (at least 1, so short runs still train it)."""
+    return setting if setting is not None else max(1, round(INIT_FRACTION * num_epochs))
 
 
 def build_objective(
@@ -64,44 +137,22 @@ def build_objective(
     label_smoothing: float = 0.0,
 ) -> Objective:
     """The training objective for a config's ``distill`` section (a ``DistillConfig`` or a mapping
-    with its keys: method, lam, lam_decay, lam_every, clip_grad, temperature, options).
+    with its keys), resolved by :func:`resolve_settings`.
 
-    ``method: none`` is plain cross-entropy (no teacher needed). A missing or ``None`` ``lam`` /
-    ``clip_grad`` takes the paper's setting for the method (II-KD: 0.4 with clipping; baselines 1.0;
-    MHGD and KD-SVD clip as their authors' code does). ``temperature`` applies to the methods that
-    have one (soft, dml, dkd) and is ignored by the others. Before training, call
+    ``method: none`` is plain cross-entropy (no teacher needed). Before training, call
     :meth:`Distiller.check` on a sample, then :meth:`Distiller.initialize` if ``needs_initialization``.
     """
-    section = dict(config)
-    unknown = sorted(set(section) - {"method", *_SECTION_DEFAULTS})
-    require(
-        not unknown,
-        f"unknown distill setting(s) {', '.join(unknown)}; accepted: method, {', '.join(_SECTION_DEFAULTS)}",
-    )
-    require("method" in section, f"the distill section needs a method: one of {', '.join(available_methods())}")
-    method = section["method"]
-    settings = {**_SECTION_DEFAULTS, **{k: v for k, v in section.items() if v is not None}}
-    options = dict(settings["options"] or {})
-    if method == "none":
-        require(not options, f"distill method 'none' takes no options, got {sorted(options)}")
+    settings = resolve_settings(config)
+    if settings is None:
         return CrossEntropy(label_smoothing)
-    require(method in _METHODS, f"unknown distill method {method!r}; expected one of: {', '.join(available_methods())}")
-    require(teacher is not None, f"distill method {method!r} needs a teacher model")
-    cls = _METHODS.get(method)
-    if settings["temperature"] is not None and "temperature" in inspect.signature(cls).parameters:
-        require(
-            "temperature" not in options,
-            f"distill temperature is set twice for {method!r}: in the section and in options",
-        )
-        options["temperature"] = settings["temperature"]
-    kd = build_method(cls, options)
-    lam = cls.default_lam if settings["lam"] is None else settings["lam"]
+    require(teacher is not None, f"distill method {settings.method!r} needs a teacher model")
+    kd = build_method(_METHODS.get(settings.method), settings.options)
     return Distiller(
         teacher,
         student,
         kd,
-        schedule=LambdaSchedule(lam, settings["lam_decay"], settings["lam_every"]),
-        clip_grad=cls.default_clip if settings["clip_grad"] is None else bool(settings["clip_grad"]),
+        schedule=settings.schedule,
+        clip_grad=settings.clip_grad,
         student_taps=student_taps,
         teacher_taps=teacher_taps,
         label_smoothing=label_smoothing,

@@ -49,6 +49,23 @@ def collect_row(out: Path, row: "Row", seeds: list[int]) -> dict[str, Any] | Non
             "last_per_seed": last, "best_per_seed": best, "curves": curves}
 
 
+def augmentation(cfg: ExperimentConfig, row: "Row") -> str:
+    """What a row trained with, in words: its schedule, agents, crop/flip and cutout."""
+    from .run import AGENT_LABELS
+    from .stages import augmentation_cutout
+
+    parts = [row.schedule] if row.schedule else []
+    parts += [AGENT_LABELS.get(a, a) for a in row.agents]
+    d = cfg.data
+    base = [f"crop {d.crop_padding}" if d.crop_padding else "", "flip" if d.flip else ""]
+    parts += [b for b in base if b]
+    cut = augmentation_cutout(cfg, row.schedule is not None)
+    if cut:
+        parts.append(f"cutout {cut}")
+    return " + ".join(parts) or "none"
+
+
+
 def _bits(cfg: ExperimentConfig, role: str) -> str:
     if role == "teacher":
         return f"{cfg.teacher.model} 32/32"
@@ -58,11 +75,12 @@ def _bits(cfg: ExperimentConfig, role: str) -> str:
 
 def _table(results: list[dict[str, Any]], cfg: ExperimentConfig) -> str:
     lines = [
-        "| method | network W/A | last-epoch acc. (%) | best-epoch acc. (%) |",
-        "|---|---|---:|---:|",
+        "| method | network W/A | augmentation | last-epoch acc. (%) | best-epoch acc. (%) |",
+        "|---|---|---|---:|---:|",
     ]
     for r in results:
-        lines.append(f"| {r['label']} | {_bits(cfg, r['role'])} | {_fmt(r['last'])} | {_fmt(r['best'])} |")
+        lines.append(f"| {r['label']} | {_bits(cfg, r['role'])} | {r['augmentation']} | {_fmt(r['last'])} "
+                     f"| {_fmt(r['best'])} |")
     return "\n".join(lines)
 
 
@@ -152,9 +170,26 @@ def _dataset_label(cfg: ExperimentConfig) -> str:
     return {"digits": "digits (embedded demo set, scikit-learn)", "cifar100": "CIFAR-100"}.get(cfg.data.dataset, cfg.data.dataset)
 
 
+def _distill_line(cfg: ExperimentConfig) -> str:
+    from ..distill import resolve_settings
+
+    settings = resolve_settings(cfg.distill)
+    if settings is None:
+        return "none (labels only)"
+    return f"{settings.describe()}; lambda x{settings.schedule.decay:g} every {settings.schedule.every:g} of the epochs"
+
+
 def write_report(out: Path, cfg: ExperimentConfig, rows: list["Row"], times: dict[str, float],
-                 schedules: dict[str, Any]) -> dict[str, Any]:
-    results = [r for r in (collect_row(out, row, cfg.pipeline.seeds) for row in rows) if r is not None]
+                 schedules: dict[str, Any], sources: dict[str, str] | None = None) -> dict[str, Any]:
+    from .run import skipped_rows
+
+    sources = sources or {}
+    results = []
+    for row in rows:
+        r = collect_row(out, row, cfg.pipeline.seeds)
+        if r is not None:
+            results.append({**r, "augmentation": augmentation(cfg, row)})
+    skipped = skipped_rows(cfg)
     plots = out / "plots"
     images = _plot_schedules(schedules, plots)
     _plot_curves(results, plots / "curves.png")
@@ -165,8 +200,9 @@ def write_report(out: Path, cfg: ExperimentConfig, rows: list["Row"], times: dic
         "teacher": {"model": cfg.teacher.model, "epochs": cfg.teacher.train.epochs},
         "student": {"model": cfg.student.model, "w_bits": cfg.student.w_bits, "a_bits": cfg.student.a_bits,
                     "epochs": cfg.student.train.epochs},
-        "distill": cfg.distill.method,
+        "distill": cfg.distill.method, "distill_settings": _distill_line(cfg),
         "rows": [{k: v for k, v in r.items() if k != "curves"} for r in results],
+        "skipped_rows": skipped, "schedule_sources": sources,
         "wall_time_s": times, "plots": images, "searches": searches,
     }
     atomic_write_json(out / "report.json", report)
@@ -179,11 +215,19 @@ def write_report(out: Path, cfg: ExperimentConfig, rows: list["Row"], times: dic
         f"KD: {cfg.distill.method}. Search: population {cfg.search.population}, {cfg.search.epochs} epochs on "
         f"{cfg.data.reduced_train} training / {cfg.data.reduced_val} validation images. Seeds: {cfg.pipeline.seeds}.",
         "",
+        f"KD: {_distill_line(cfg)}.",
+        "",
+        *[f"Schedule {k}: {v}." for k, v in sorted(sources.items())],
+        *([""] if sources else []),
         "Accuracy on the test split. *Last-epoch* is the number to compare; *best-epoch* picks the best "
-        "epoch on the test split itself and is optimistic (shown because the paper reports both).",
+        "epoch on the test split itself and is optimistic (the paper does not say which epoch it reports). "
+        "*Augmentation*: what each row trained with, in PBA's order (schedule first, cutout last); rows with a "
+        "searched schedule get PBA's cutout (`data.schedule_cutout`), the baselines crop + flip as in the paper.",
         "",
         _table(results, cfg),
         "",
+        *[f"- Row `{k}` not trained: {why}." for k, why in skipped.items()],
+        *([""] if skipped else []),
         *_search_section(searches),
         "## Wall time per stage",
         "",

@@ -33,6 +33,11 @@ class Row:
     agents: tuple[str, ...] = ()
     folder: str = ""
     baseline: str | None = None  # the pipeline.baselines entry that switches this row on
+    warm_start: bool = False  # without KD: start from the teacher's weights all the same
+
+    @property
+    def needs_teacher(self) -> bool:
+        return self.kd or self.warm_start
 
 
 PAPER_ROWS = [
@@ -44,6 +49,10 @@ PAPER_ROWS = [
         baseline="student_kd"),
     Row("student_kd_teacher_schedule", "Student + KD + A_T (teacher's schedule)", "student", "A_T", True,
         folder="baselines/student_kd_teacher_schedule", baseline="student_kd_teacher_schedule"),
+    Row("student_warm_start", "Student warm-started from the teacher, no KD", "student",
+        folder="baselines/student_warm_start", baseline="student_warm_start", warm_start=True),
+    Row("student_teacher_schedule", "Student from scratch + A_T, no KD (Table 2: teacher after stage α)", "student",
+        "A_T", folder="baselines/student_teacher_schedule", baseline="student_teacher_schedule"),
     Row("student_vanilla", "Student from scratch, no KD", "student", folder="baselines/student_vanilla",
         baseline="student_vanilla"),
 ]
@@ -51,8 +60,23 @@ PAPER_ROWS = [
 AGENT_LABELS = {"backward": "backward-pass samples", "hard": "HARD"}
 
 
+def skipped_rows(cfg: ExperimentConfig) -> dict[str, str]:
+    """Rows switched on but meaningless for this config, with the reason (shown in the report)."""
+    skipped = {}
+    if "student_warm_start" in cfg.pipeline.baselines:
+        s, t = cfg.student, cfg.teacher
+        if s.init_from != "teacher":
+            skipped["student_warm_start"] = "student.init_from is 'scratch': no row starts from the teacher"
+        elif (s.model, s.model_args) != (t.model, t.model_args):
+            skipped["student_warm_start"] = (f"the student ({s.model} {dict(s.model_args)}) is not the teacher's "
+                                             f"architecture ({t.model} {dict(t.model_args)}): it cannot start from it")
+    return skipped
+
+
 def plan_rows(cfg: ExperimentConfig) -> list[Row]:
-    rows = [r for r in PAPER_ROWS if r.baseline is None or r.baseline in cfg.pipeline.baselines]
+    skipped = skipped_rows(cfg)
+    rows = [r for r in PAPER_ROWS if (r.baseline is None or r.baseline in cfg.pipeline.baselines)
+            and r.key not in skipped]
     for name in cfg.student.agents:
         rows.append(Row(f"student_beta_{name}", f"Student + KD + A_S + {AGENT_LABELS[name]}", "student", "A_S", True,
                         (name,), folder=f"stage_beta/student_{name}"))
@@ -91,6 +115,27 @@ def validate_names(cfg: ExperimentConfig) -> None:
         raise ValueError(
             f"distill.method: unknown KD method {cfg.distill.method!r}; expected one of: {', '.join(available_methods())}"
         )
+    from ..distill import resolve_settings
+
+    resolve_settings(cfg.distill)  # per_method names and settings, before any training
+
+
+def given_schedule(cfg: ExperimentConfig) -> Path | None:
+    """The schedule file ``pipeline.stage_alpha.schedule`` names (a schedule JSON, or a run folder whose
+    stage α searched it), checked before any training; ``None`` when stage α searches its own."""
+    given = cfg.pipeline.stage_alpha.schedule
+    if not given:
+        return None
+    path = Path(given).resolve()  # relative to the working directory, as every path of a config
+    if path.is_dir():
+        path = path / "stage_alpha" / "schedule.json"
+    if not path.is_file():
+        why = f" ({cfg.pipeline.stage_alpha.note})" if cfg.pipeline.stage_alpha.note else ""
+        raise FileNotFoundError(
+            f"pipeline.stage_alpha.schedule: {path} not found{why}; expected a schedule JSON or the folder of a "
+            "rolekd run whose stage α searched it"
+        )
+    return path
 
 
 def claim_run_folder(cfg: ExperimentConfig, out: Path, resume: bool) -> None:
@@ -119,11 +164,6 @@ def _is_complete(folder: Path, epochs: int) -> bool:
     return last.is_file() and load_checkpoint(last).get("epoch") == epochs
 
 
-def _metrics(folder: Path) -> list[dict[str, Any]]:
-    path = folder / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 class Pipeline:
     def __init__(
         self,
@@ -140,12 +180,14 @@ class Pipeline:
         self.say = say
         self.prep = prep
         self.schedules: dict[str, Any] = {}
+        self.sources: dict[str, str] = {}  # where each schedule came from, for the report
         self.teachers: dict[int, TeacherHandle] = {}
 
     # -- stages ----------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         cfg = self.cfg
         validate_names(cfg)
+        given_schedule(cfg)
         claim_run_folder(cfg, self.out, self.resume)
         self.state = RunState.load(self.out / "timings.json")
         if self.prep is None:
@@ -163,7 +205,7 @@ class Pipeline:
                     self._stage(f"student: {row.label}", lambda r=row, s=seed: self._train(r, s), key=row.key)
         from .report import write_report
 
-        return write_report(self.out, cfg, rows, self.state.times, self.schedules)
+        return write_report(self.out, cfg, rows, self.state.times, self.schedules, self.sources)
 
     def _stage(self, title: str, work: Callable[[], Any], key: str | None = None) -> Any:
         self.say(f"── {title}")
@@ -179,9 +221,11 @@ class Pipeline:
         cfg = self.cfg
         stage = "stage_alpha" if which == "A_T" else "stage_beta"
         path = self.out / stage / "schedule.json"
-        given = cfg.pipeline.stage_alpha.schedule if which == "A_T" else None
-        if given:
-            self.say(f"   given by pipeline.stage_alpha.schedule: {given} (not searched)")
+        given = given_schedule(cfg) if which == "A_T" else None
+        if given is not None:
+            note = cfg.pipeline.stage_alpha.note
+            self.sources[which] = f"given by pipeline.stage_alpha.schedule: {given}" + (f" ({note})" if note else "")
+            self.say(f"   {self.sources[which]}, not searched")
             Schedule.load(given).save(path)
         elif not path.is_file():
             if not self._needs_schedule(which):
@@ -196,6 +240,7 @@ class Pipeline:
             found.save(path)
         else:
             self.say(f"   reusing {path}")
+        self.sources.setdefault(which, f"searched in this run ({stage}/search)")
         self.schedules[which] = Schedule.load(path)
         return self.schedules[which]
 
@@ -221,11 +266,10 @@ class Pipeline:
         schedule = self.schedules.get(row.schedule) if row.schedule else None
         if schedule is not None:
             schedule = schedule.stretch(net.train.epochs)
-        run_cfg = cfg.model_copy(update={"student": cfg.student.model_copy(update={"agents": list(row.agents)})})
-        teacher = self._teacher(seed) if row.kd else None
+        teacher = self._teacher(seed) if row.needs_teacher else None
         with self.progress(f"{row.key} (seed {seed})", net.train.epochs) as callback:
-            train_network(run_cfg, self.prep, row.role, folder, schedule=schedule, teacher=teacher,
-                          resume=True, callback=callback, seed=seed)
+            train_network(cfg, self.prep, row.role, folder, schedule=schedule, teacher=teacher, distill=row.kd,
+                          agents=row.agents, resume=True, callback=callback, seed=seed)
 
 
 def run_pipeline(cfg: ExperimentConfig, out: str | Path, **kwargs) -> dict[str, Any]:

@@ -114,7 +114,9 @@ def make_trial_trainer(args: dict[str, Any], trial_seed: int) -> TrialParts:
     teacher = _trial_teacher(args["teacher"], device)
     seed = cfg.seed + trial_seed
     data = prep.full  # the reduced split: train / validation
-    parts = build_role_trainer(cfg, role, data, prep.normalizer, device, schedule=Policy.zeros(), teacher=teacher, seed=seed)
+    # no agents: the A_S search trains the student exactly as the stage-β row does (its agent rows are extra)
+    parts = build_role_trainer(cfg, role, data, prep.normalizer, device, schedule=Policy.zeros(), teacher=teacher,
+                               agents=(), seed=seed)
     check = getattr(parts.objective, "check", None)
     if check is not None:  # cheap: fail while building (the driver's dry run), not epochs later
         check(data.train.images[: min(8, len(data.train))], prep.normalizer)

@@ -107,7 +107,7 @@ def check_toy_config(cfg: ExperimentConfig) -> None:
 
 
 def row_config(cfg: ExperimentConfig, row: ToyRow, max_shift: int, image_size: int) -> ExperimentConfig:
-    """The config one row trains with: its agents, and for random shifts the crop padding giving ``max_shift``."""
+    """The config one row trains with: for random shifts, the crop padding giving ``max_shift``."""
     padding = 0
     if row.random_shift:
         padding = round(max_shift * 32 / image_size)  # BaselineAugmenter's padding is given at 32x32
@@ -115,10 +115,7 @@ def row_config(cfg: ExperimentConfig, row: ToyRow, max_shift: int, image_size: i
             raise ValueError(
                 f"shift_equivariance: a {max_shift}-pixel shift cannot be expressed as crop padding at {image_size}px"
             )
-    return cfg.model_copy(update={
-        "data": cfg.data.model_copy(update={"crop_padding": padding}),
-        "student": cfg.student.model_copy(update={"agents": ["hard"] if row.hard else []}),
-    })
+    return cfg.model_copy(update={"data": cfg.data.model_copy(update={"crop_padding": padding})})
 
 
 def _load_student(path: Path, prep: Prepared) -> nn.Module:
@@ -165,7 +162,8 @@ def run_shift_toy(
         for seed in cfg.pipeline.seeds:
             folder = out / row.key / f"seed_{seed}"
             with progress(f"{row.key} (seed {seed})", cfg.student.train.epochs) as cb:
-                train_network(run_cfg, prep, "student", folder, teacher=teacher, resume=resume, callback=cb, seed=seed)
+                train_network(run_cfg, prep, "student", folder, teacher=teacher, agents=["hard"] if row.hard else [],
+                              resume=resume, callback=cb, seed=seed)
             for name, value in _accuracies(_load_student(folder / "last.pt", prep), prep, test_sets, bs).items():
                 acc[name].append(value)
         label = f"{row.label} ({cfg.student.model})"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 import torch
 from torch import nn
@@ -55,7 +55,11 @@ def load_teacher(path: str | Path, cfg: ExperimentConfig, prep: Prepared) -> Tea
 
 
 def build_augmenters(cfg: ExperimentConfig, schedule: Any = None, agents: list[Augmenter] | None = None) -> list[Augmenter]:
-    """PBA's order: learned policy, then agents, then the baseline crop/flip/cutout."""
+    """PBA's order: learned policy, then agents, then the baseline crop/flip and cutout.
+
+    With a schedule (a search trial, or a row trained with A_T / A_S) the cutout is PBA's/role-kd's
+    (``data.schedule_cutout``); without one it is ``data.cutout`` (the paper's baselines: none).
+    """
     augs: list[Augmenter] = []
     if schedule is not None:
         from ..agents.policy import PolicyAugmenter
@@ -63,17 +67,23 @@ def build_augmenters(cfg: ExperimentConfig, schedule: Any = None, agents: list[A
         augs.append(PolicyAugmenter(schedule))
     augs.extend(agents or [])
     d = cfg.data
-    augs.append(BaselineAugmenter(d.crop_padding, d.flip, d.cutout))
+    augs.append(BaselineAugmenter(d.crop_padding, d.flip, augmentation_cutout(cfg, schedule is not None)))
     return augs
 
 
-def build_objective_for(cfg: ExperimentConfig, student: nn.Module, teacher: TeacherHandle | None, net: NetworkConfig) -> Objective:
-    if teacher is None or cfg.distill.method == "none":
+def augmentation_cutout(cfg: ExperimentConfig, scheduled: bool) -> int:
+    """The cutout side a row gets: PBA's after a searched schedule, the baselines' otherwise."""
+    return cfg.data.resolved_schedule_cutout if scheduled else cfg.data.cutout
+
+
+def build_objective_for(
+    cfg: ExperimentConfig, student: nn.Module, teacher: TeacherHandle | None, net: NetworkConfig, distill: bool = True
+) -> Objective:
+    if teacher is None or not distill or cfg.distill.method == "none":
         return CrossEntropy(net.train.label_smoothing)
     from ..distill import build_objective
 
-    section = cfg.distill.model_dump(exclude={"init_epochs"})
-    return build_objective(section, teacher.model, student, student_taps=cfg.student.taps,
+    return build_objective(cfg.distill, teacher.model, student, student_taps=cfg.student.taps,
                            teacher_taps=cfg.teacher.taps, label_smoothing=net.train.label_smoothing)
 
 
@@ -84,7 +94,10 @@ def prepare_objective(objective: Objective, cfg: ExperimentConfig, data: Dataset
     if check is not None:
         check(data.train.images[: min(8, len(data.train))], prep.normalizer)
     if getattr(objective, "needs_initialization", False):
-        batches = _augmented_batches(cfg, data, cfg.distill.init_epochs, seed, prep.normalizer.fill)
+        from ..distill import initialization_epochs
+
+        epochs = initialization_epochs(cfg.distill.init_epochs, cfg.student.train.epochs)
+        batches = _augmented_batches(cfg, data, epochs, seed, prep.normalizer.fill)
         objective.initialize(batches, prep.normalizer)
 
 
@@ -130,13 +143,17 @@ def build_role_trainer(
     *,
     schedule: Any = None,
     teacher: TeacherHandle | None = None,
+    distill: bool = True,
+    agents: Sequence[str] = (),
     seed: int,
 ) -> RoleParts:
     """The configured network for ``role`` with its objective and augmenters, as every stage,
     baseline and search trial trains it: the one place config turns into a :class:`Trainer`.
 
     A student with a ``teacher`` is distilled with ``cfg.distill`` (warm-started from the teacher
-    when the architectures match); without one it trains on labels alone.
+    when the architectures match and ``student.init_from`` is ``teacher``); with ``distill=False``
+    the teacher only warm-starts it and it trains on labels alone, as it does without a teacher.
+    ``agents`` (names, configured from ``cfg.agents``) run after the schedule; only students have them.
     """
     net = role_config(cfg, role)
     torch.manual_seed(seed)
@@ -146,19 +163,25 @@ def build_role_trainer(
         model.load_state_dict(load_checkpoint(net.checkpoint, device)["model"])
     elif role == "student" and teacher is not None and cfg.student.init_from == "teacher":
         meta["warm_started"] = warm_start_from_teacher(model, meta, teacher)
-    objective = build_objective_for(cfg, model, teacher, net)
-    agents = []
-    if role == "student" and cfg.student.agents:
+    objective = build_objective_for(cfg, model, teacher, net, distill)
+    built: list[Augmenter] = []
+    if agents:
+        require_student_role(role, agents)
         from ..agents import build_agents
 
-        agents = build_agents(cfg.student.agents, cfg)
-    augmenters = build_augmenters(cfg, schedule, agents)
+        built = build_agents(list(agents), cfg)
+    augmenters = build_augmenters(cfg, schedule, built)
     trainer = Trainer(
         model, data.train, data.test, objective, augmenters, net.train, normalizer, seed=seed,
         context_models={"teacher": teacher.model} if teacher is not None else {},
     )
     meta["seed"] = seed
     return RoleParts(trainer, objective, augmenters, meta)
+
+
+def require_student_role(role: Role, agents: Sequence[str]) -> None:
+    if role != "student":
+        raise ValueError(f"augmentation agents {list(agents)} are for the student; the {role} trains without them")
 
 
 def train_network(
@@ -170,6 +193,8 @@ def train_network(
     data: Dataset | None = None,
     schedule: Any = None,
     teacher: TeacherHandle | None = None,
+    distill: bool = True,
+    agents: Sequence[str] = (),
     resume: bool = False,
     callback=None,
     seed: int | None = None,
@@ -178,7 +203,8 @@ def train_network(
     each epoch on ``data.test`` (the validation split for the reduced data)."""
     data = data or prep.full
     seed = cfg.seed if seed is None else seed
-    parts = build_role_trainer(cfg, role, data, prep.normalizer, prep.device, schedule=schedule, teacher=teacher, seed=seed)
+    parts = build_role_trainer(cfg, role, data, prep.normalizer, prep.device, schedule=schedule, teacher=teacher,
+                               distill=distill, agents=agents, seed=seed)
     resuming = resume and out_dir is not None and (Path(out_dir) / "last.pt").is_file()
     if not resuming:  # a resumed run restores the objective's state from its checkpoint
         prepare_objective(parts.objective, cfg, data, prep, seed)
