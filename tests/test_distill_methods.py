@@ -11,7 +11,8 @@ from rolekd.augment.base import Batch
 from rolekd.distill import Outputs, available_methods, build_objective
 from rolekd.distill.iikd import IIKD
 from rolekd.distill.kdsvd import KDSVD
-from rolekd.distill.rkd import RKD
+from rolekd.distill.mhgd import MHGD
+from rolekd.distill.rkd import RKD, distance_potential
 from rolekd.distill.soft import soft_kl
 from rolekd.distill.svd import _TopEigh, align, top_right_singular_vectors
 from rolekd.models import build_model
@@ -165,3 +166,71 @@ def test_iikd_is_the_sum_of_rkd_mhgd_and_kdsvd():
     assert set(terms) == set(parts) == {"rkd_distance", "rkd_angle", "mhgd", "kdsvd"}
     for name in terms:
         assert torch.allclose(terms[name], parts[name], rtol=1e-5, atol=1e-7), name
+
+
+def _duplicated(out: Outputs) -> Outputs:
+    """The same samples twice: a batch of 2N made of N samples."""
+    return Outputs(torch.cat([out.logits, out.logits]), [torch.cat([f, f]) for f in out.features])
+
+
+def _feature_outputs(n: int, g: torch.Generator) -> Outputs:
+    shapes = [(n, 8, 8, 8), (n, 16, 4, 4), (n, 32, 2, 2)]
+    return Outputs(torch.randn(n, 10, generator=g), [torch.relu(torch.randn(s, generator=g)) for s in shapes])
+
+
+def test_kdsvd_sums_over_the_batch_as_the_original():
+    # role-kd: reduce_sum((S_rbf - T_rbf)^2) over batch x channel pairs, no division by the batch size
+    g = torch.Generator().manual_seed(0)
+    student, teacher = _feature_outputs(6, g), _feature_outputs(6, g)
+    target = torch.zeros(6, dtype=torch.long)
+    once = KDSVD()(student, teacher, target)["kdsvd"]
+    twice = KDSVD()(_duplicated(student), _duplicated(teacher), torch.cat([target, target]))["kdsvd"]
+    assert float(once) > 0
+    assert torch.allclose(twice, 2 * once, rtol=1e-5), (float(twice), float(once))
+
+
+def test_mhgd_sums_over_the_batch_as_the_original():
+    # role-kd's kld_loss: reduce_sum over heads x B x B. A duplicated column halves each softmax entry
+    # of its row and leaves the row's KL unchanged; a duplicated row adds its KL once more.
+    g = torch.Generator().manual_seed(0)
+    student, teacher = _feature_outputs(6, g), _feature_outputs(6, g)
+    target = torch.zeros(6, dtype=torch.long)
+    torch.manual_seed(0)  # the attention network's initialisation and fit_step's head dropping
+    mhgd = MHGD()
+    mhgd.check(student, teacher)
+    mhgd.fit_step(teacher)
+    once = mhgd(student, teacher, target)["mhgd"]
+    assert not mhgd.graphs.training  # BatchNorm in inference mode: a graph row depends on its sample only
+    twice = mhgd(_duplicated(student), _duplicated(teacher), torch.cat([target, target]))["mhgd"]
+    assert float(once) > 0
+    # (float32 log-softmax over 2N columns instead of N rounds differently: ~1e-5 relative)
+    assert torch.allclose(twice, 2 * once, rtol=1e-4), (float(twice), float(once))
+
+
+def test_iikd_sums_its_svd_terms_and_averages_rkd_over_the_batch():
+    g = torch.Generator().manual_seed(0)
+    n = 6
+    teacher, other = _feature_outputs(n, g), _feature_outputs(n, g)
+    # the last tap (RKD's pooled embedding) close to the teacher's, so that every RKD difference is in
+    # the Huber loss's quadratic part; the others independent, so that MHGD's KL is not a tiny
+    # difference of float32 log-probabilities
+    last = teacher.features[-1] + 0.05 * torch.randn(teacher.features[-1].shape, generator=g)
+    student = Outputs(other.logits, [*other.features[:-1], last])
+    s, t = (x.features[-1].mean(dim=(2, 3)) for x in (student, teacher))
+    assert (distance_potential(s) - distance_potential(t)).abs().max() < 1
+    target = torch.zeros(n, dtype=torch.long)
+    torch.manual_seed(0)
+    iikd = IIKD()
+    iikd.check(student, teacher)
+    iikd.fit_step(teacher)
+    once = iikd(student, teacher, target)
+    twice = iikd(_duplicated(student), _duplicated(teacher), torch.cat([target, target]))
+    for name in ("mhgd", "kdsvd"):
+        assert torch.allclose(twice[name], 2 * once[name], rtol=1e-4), name
+    # RKD is a Huber *mean* (role-kd's too): the angle term is unchanged by duplication. The distance
+    # potential divides by the mean distance over distinct pairs, which the duplicates' zero distances
+    # lower by 2(N-1)/(2N-1); in the quadratic part of the Huber loss that scales the mean by its
+    # inverse square, and by nothing like the 2x of a sum.
+    assert torch.allclose(twice["rkd_angle"], once["rkd_angle"], rtol=1e-5)
+    normaliser = ((2 * n - 1) / (2 * (n - 1))) ** 2
+    assert torch.allclose(twice["rkd_distance"], normaliser * once["rkd_distance"], rtol=1e-3)

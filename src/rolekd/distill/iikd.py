@@ -1,6 +1,11 @@
 """II-KD, the paper's combined objective (Eq. 9): L_task + lambda * (L_intra + L_inter) with
 intra = RKD and inter = MHGD + KD-SVD, added with equal coefficients; lambda = 0.4 and KD
 gradient clipping by default (§5.2). MHGD and KD-SVD share one SVD compression per tap.
+
+Reductions are role-kd's: RKD's terms are Huber means over pairs and triplets, MHGD's and KD-SVD's
+sums over the batch (see their modules). Under the per-tensor clip the four terms share one budget
+in proportion to their gradients; at batch 128 MHGD's sum takes nearly all of it, as in the original
+(benchmarks/README.md, "KD gradient ratios").
 """
 
 from __future__ import annotations

@@ -4,8 +4,14 @@ Each tap is compressed to its top right-singular vector (:mod:`.svd`). For conse
 multi-head attention network relates every sample's vector at tap l to every sample's vector at
 tap l-1: the ``(heads, N, N)`` attention maps are the teacher's "graph" of the batch. The student's
 graph, built by the same network from its own vectors, matches the teacher's with
-``KL(softmax(tanh G_S) || softmax(tanh G_T))`` (the authors' direction), summed over heads and rows
-and averaged over the batch.
+``KL(softmax(tanh G_S) || softmax(tanh G_T))`` (the authors' direction), SUMMED over heads, rows
+(the batch) and consecutive-tap pairs, with no division by the batch size: role-kd's (and Lee &
+Song's) ``kld_loss = reduce_sum(softmax(X) * (log_softmax(X) - log_softmax(Y)))`` over
+heads x B x B, added over tap pairs. The scale matters because the KD gradient is clipped per
+tensor to the task gradient's norm (:mod:`.clip`): it decides how much of the clip budget this term
+takes. Each row's KL is a mean-like quantity (a softmax over the B columns), so the loss grows
+linearly with the batch size, as in the original (128 there); at that batch its gradient is 10-100x
+the task gradient before clipping and takes nearly all of II-KD's clip budget (benchmarks/README.md).
 
 The attention network is trained only in an initialisation phase on teacher features
 (:meth:`MHGD.fit_step`): an estimator must rebuild the tap-l vectors from the tap-(l-1) vectors
@@ -124,7 +130,7 @@ class MHGD(KDMethod):
                 log_t = torch.tanh(g.graph(prev.teacher, cur.teacher)).log_softmax(dim=-1)
             log_s = torch.tanh(g.graph(prev.student, cur.student)).log_softmax(dim=-1)
             losses.append((log_s.exp() * (log_s - log_t)).sum())
-        return torch.stack(losses).sum() / len(pairs[0].student)
+        return torch.stack(losses).sum()  # summed over heads x rows x tap pairs (the original's reduction)
 
     def _prepare(self, dims: list[int], device: torch.device) -> None:
         self.build(dims)
