@@ -153,7 +153,10 @@ def grad_ratios(args: argparse.Namespace) -> None:
     warm_start(student, teacher.state_dict())
     objective = build_objective({"method": "iikd"}, teacher, student).to(device)
     objective.check(batch)
-    objective.initialize([to_dev(pool[i % len(pool)]).images for i in range(args.init_steps)])
+    if args.init_steps:
+        objective.initialize([to_dev(pool[i % len(pool)]).images for i in range(args.init_steps)])
+    else:
+        objective.skip_initialization()  # role-kd: MHGD's attention network left at random initialisation
 
     student.train()
     out = objective(student, batch, StepContext(0, 200))
@@ -228,7 +231,7 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=10, help="--grad-ratios: number of classes")
     parser.add_argument("--teacher-steps", type=int, default=150,
                         help="--grad-ratios: SGD steps training the teacher on the synthetic data")
-    parser.add_argument("--init-steps", type=int, default=40, help="--grad-ratios: MHGD initialisation steps")
+    parser.add_argument("--init-steps", type=int, default=40, help="--grad-ratios: MHGD initialisation steps (0: untrained, as role-kd)")
     parser.add_argument("--late-epoch", type=int, default=20, help="--grad-ratios: a late epoch (sigma = 1)")
     args = parser.parse_args()
     if args.threads:

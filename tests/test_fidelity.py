@@ -157,3 +157,25 @@ def test_the_student_search_trains_without_the_agent_rows_agents():
     augmenters = parts.trainer.augmenters
     assert [type(a) for a in augmenters] == [PolicyAugmenter, BaselineAugmenter]  # no HARD agent
     assert augmenters[-1].cutout == 8  # PBA's cutout after the policy in search trials
+
+
+def test_zero_initialisation_epochs_distil_through_the_untrained_attention_network_as_role_kd():
+    from rolekd.pipeline.stages import build_role_trainer, prepare_objective
+    from rolekd.train.objective import StepContext
+
+    cfg, prep, teacher = _tiny_student_setup("distill.method=iikd", "distill.init_epochs=0")
+    parts = build_role_trainer(cfg, "student", prep.full, prep.normalizer, prep.device, teacher=teacher, seed=0)
+    objective = parts.objective
+    random_weights = {k: v.clone() for k, v in objective.method.mhgd.graphs.state_dict().items()}
+    prepare_objective(objective, cfg, prep.full, prep, 0)
+    assert objective.method.mhgd.fit_steps == 0 and not objective.needs_initialization
+    assert all(torch.equal(v, objective.method.mhgd.graphs.state_dict()[k]) for k, v in random_weights.items())
+    from rolekd.augment.base import Batch
+
+    images = prep.normalizer(prep.full.train.images[:16])
+    out = objective(parts.trainer.model, Batch(images, prep.full.train.labels[:16]), StepContext(0, 2))
+    assert float(out.losses["kd_mhgd"].detach()) > 0
+    # a resumed run keeps the choice
+    fresh = build_role_trainer(cfg, "student", prep.full, prep.normalizer, prep.device, teacher=teacher, seed=0)
+    fresh.objective.load_checkpoint_state(objective.checkpoint_state())
+    assert not fresh.objective.needs_initialization

@@ -57,6 +57,10 @@ class KDMethod(nn.Module):
     def initialized(self) -> bool:
         return True
 
+    def skip_initialization(self) -> None:  # pragma: no cover - only for needs_init methods
+        """Distil without the initialisation phase (its network stays at random initialisation)."""
+        raise NotImplementedError
+
     def checkpoint_state(self) -> dict[str, Any]:
         return dict(self.state_dict())
 

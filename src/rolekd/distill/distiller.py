@@ -151,6 +151,12 @@ class Distiller(Objective):
             return []
         return [self.method.fit_step(self._run_teacher(_inputs(b, normalize), training=False)) for b in batches]
 
+    def skip_initialization(self) -> None:
+        """Distil without the method's initialisation phase: MHGD through its random attention
+        network, as role-kd did (``distill.init_epochs: 0``)."""
+        if self.method.needs_init:
+            self.method.skip_initialization()
+
     def close(self) -> None:
         """Remove the forward hooks from both networks (also done when the distiller is discarded)."""
         for taps in (getattr(self, "_student_taps", None), getattr(self, "_teacher_taps", None)):

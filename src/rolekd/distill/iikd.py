@@ -47,6 +47,9 @@ class IIKD(KDMethod):
     def initialized(self) -> bool:
         return self.mhgd.initialized
 
+    def skip_initialization(self) -> None:
+        self.mhgd.skip_initialization()
+
     def check(self, student: Outputs, teacher: Outputs) -> None:
         for part in (self.rkd, self.mhgd, self.kdsvd):
             part.check(student, teacher)

@@ -74,12 +74,18 @@ class MHGD(KDMethod):
         self.num_heads, self.fit_lr = int(heads), float(fit_lr)
         self.dims: list[int] | None = None
         self.fit_steps = 0
+        self.untrained = False  # distil through the random attention network on purpose (role-kd's setting)
         self.graphs = nn.ModuleList()
         self._optimizer: torch.optim.Optimizer | None = None
 
     @property
     def initialized(self) -> bool:
-        return self.fit_steps > 0
+        return self.fit_steps > 0 or self.untrained
+
+    def skip_initialization(self) -> None:
+        """Distil through the randomly initialised attention network: role-kd never trained it
+        (``distill.init_epochs: 0``); Lee & Song train it first."""
+        self.untrained = True
 
     def build(self, dims: list[int]) -> None:
         """Create the attention network for taps with these channel counts (once; then they must match)."""
@@ -138,11 +144,14 @@ class MHGD(KDMethod):
             self.graphs.to(device)
 
     def checkpoint_state(self) -> dict[str, Any]:
-        return {"dims": self.dims, "fit_steps": self.fit_steps, "weights": dict(self.graphs.state_dict())}
+        return {"dims": self.dims, "fit_steps": self.fit_steps, "untrained": self.untrained,
+                "weights": dict(self.graphs.state_dict())}
 
     def load_checkpoint_state(self, state: Mapping[str, Any]) -> None:
-        require(set(state) == {"dims", "fit_steps", "weights"}, f"mhgd checkpoint state has keys {sorted(state)}")
+        keys = {"dims", "fit_steps", "weights"}  # "untrained" too since role-kd's setting became selectable
+        require(set(state) in (keys, keys | {"untrained"}), f"mhgd checkpoint state has keys {sorted(state)}")
         if state["dims"] is not None:
             self.build(list(state["dims"]))
             self.graphs.load_state_dict(state["weights"])
         self.fit_steps = int(state["fit_steps"])
+        self.untrained = bool(state.get("untrained", False))

@@ -74,8 +74,10 @@ def _bits(cfg: ExperimentConfig, role: str) -> str:
 
 
 def _table(results: list[dict[str, Any]], cfg: ExperimentConfig) -> str:
+    seeds = len(cfg.pipeline.seeds)
+    over = f", mean ± std over {seeds} seeds" if seeds > 1 else ""
     lines = [
-        "| method | network W/A | augmentation | last-epoch acc. (%) | best-epoch acc. (%) |",
+        f"| method | network W/A | augmentation | last-epoch acc. (%){over} | best-epoch acc. (%){over} |",
         "|---|---|---|---:|---:|",
     ]
     for r in results:
@@ -126,6 +128,48 @@ def _plot_schedules(schedules: dict[str, Any], plots: Path) -> list[str]:
     return written
 
 
+# (row, reference row, what "better" means): paired over seeds, same teacher
+COMPARISONS = [
+    ("student_beta", "student_kd", "A_S better than the KD baseline", "A_S worse than the KD baseline"),
+    ("student_beta", "student_kd_teacher_schedule", "A_S better than A_T", "A_S worse than A_T"),
+    ("teacher_alpha", "teacher_vanilla", "A_T better for the teacher", "A_T worse for the teacher"),
+]
+
+
+def comparisons(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Paired last-epoch differences (row - reference) over seeds, for the pairs both present."""
+    from .stats import paired_difference
+
+    by_key = {r["key"]: r for r in results}
+    out = []
+    for key, ref, better, worse in COMPARISONS:
+        if key in by_key and ref in by_key:
+            diff = paired_difference(by_key[key]["last_per_seed"], by_key[ref]["last_per_seed"], better, worse)
+            out.append({"row": key, "reference": ref, "label": by_key[key]["label"],
+                        "reference_label": by_key[ref]["label"], **diff})
+    return out
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:+.2f}"
+
+
+def _comparison_section(diffs: list[dict[str, Any]]) -> list[str]:
+    if not diffs:
+        return []
+    n = diffs[0]["n"]
+    md = ["## Signal or noise: paired differences over seeds", "",
+          f"Last-epoch accuracy of the row minus the reference's, seed by seed (same teacher, same seed), over {n} "
+          f"seed{'s' if n != 1 else ''}; the interval is the mean's 95 % Student-t interval. A verdict needs the whole "
+          "interval on one side of zero.", "",
+          "| row | reference | mean Δ (points) | 95 % interval | per seed | verdict |", "|---|---|---:|---|---|---|"]
+    for d in diffs:
+        interval = "–" if d["low"] is None else f"[{_pct(d['low'])}, {_pct(d['high'])}]"
+        seeds = ", ".join(_pct(x) for x in d["deltas"])
+        md.append(f"| {d['label']} | {d['reference_label']} | {_pct(d['mean'])} | {interval} | {seeds} | {d['verdict']} |")
+    return md + [""]
+
+
 SEARCH_FOLDERS = {"A_T": ("stage α (teacher)", "stage_alpha"), "A_S": ("stage β (student, with KD)", "stage_beta")}
 
 
@@ -137,30 +181,41 @@ def _search_rows(out: Path, schedules: dict[str, Any]) -> list[dict[str, Any]]:
         summary_path = out / stage / "search" / "search_summary.json"
         summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
         active = sum(1 for p in sched.policies if p.prob_sum > 0)
+        population = None
+        if summary is not None and summary.get("final_val_acc"):
+            from .stats import spread
+
+            population = spread(list(summary["final_val_acc"].values()))
         rows.append({"schedule": key, "search": label, "summary": summary, "epochs_with_augmentation": active,
-                     "epochs": len(sched.policies)})
+                     "epochs": len(sched.policies), "population": population})
     return rows
 
 
 def _search_section(rows: list[dict[str, Any]]) -> list[str]:
     if not rows:
         return []
-    md = ["## Searches", "", "| schedule | search | best trial's validation acc. (%) | population's final acc. (%) "
-          "| exploits | epochs with augmentation |", "|---|---|---:|---|---:|---:|"]
+    md = ["## Searches", "",
+          "The population's spread says whether the search had signal: when the best trial is within one standard "
+          "deviation of the population's mean, which schedule won is close to chance.", "",
+          "| schedule | search | best trial's validation acc. (%) | population's final acc. (%): mean ± std (min–max) "
+          "| all trials (%) | exploits | epochs with augmentation |", "|---|---|---:|---|---|---:|---:|"]
     notes = []
     for r in rows:
         s = r["summary"]
         if s is None:
-            md.append(f"| {r['schedule']} | {r['search']}: given, not searched | – | – | – "
+            md.append(f"| {r['schedule']} | {r['search']}: given, not searched | – | – | – | – "
                       f"| {r['epochs_with_augmentation']} / {r['epochs']} |")
         else:
             finals = ", ".join(f"{100 * v:.1f}" for v in sorted(s["final_val_acc"].values(), reverse=True))
-            md.append(f"| {r['schedule']} | {r['search']} | {100 * s['best_val_acc']:.1f} | {finals} | {s['exploits']} "
-                      f"| {r['epochs_with_augmentation']} / {r['epochs']} |")
+            p = r["population"]
+            pop = (f"{100 * p['mean']:.2f} ± {100 * p['std']:.2f} ({100 * p['min']:.1f}–{100 * p['max']:.1f})"
+                   if p else "–")
+            md.append(f"| {r['schedule']} | {r['search']} | {100 * s['best_val_acc']:.1f} | {pop} | {finals} "
+                      f"| {s['exploits']} | {r['epochs_with_augmentation']} / {r['epochs']} |")
         if r["epochs_with_augmentation"] == 0:
             notes.append(f"- {r['schedule']} is empty: the best trial kept PBA's initial all-zero policy, i.e. no explored "
                          "policy overtook training without learned augmentation within this search budget. Its rows "
-                         "equal the baseline-augmentation rows.")
+                         "differ from the baseline-augmentation rows only by PBA's cutout (`data.schedule_cutout`).")
     return md + [""] + notes + ([""] if notes else [])
 
 
@@ -190,6 +245,7 @@ def write_report(out: Path, cfg: ExperimentConfig, rows: list["Row"], times: dic
         if r is not None:
             results.append({**r, "augmentation": augmentation(cfg, row)})
     skipped = skipped_rows(cfg)
+    diffs = comparisons(results)
     plots = out / "plots"
     images = _plot_schedules(schedules, plots)
     _plot_curves(results, plots / "curves.png")
@@ -202,7 +258,7 @@ def write_report(out: Path, cfg: ExperimentConfig, rows: list["Row"], times: dic
                     "epochs": cfg.student.train.epochs},
         "distill": cfg.distill.method, "distill_settings": _distill_line(cfg),
         "rows": [{k: v for k, v in r.items() if k != "curves"} for r in results],
-        "skipped_rows": skipped, "schedule_sources": sources,
+        "skipped_rows": skipped, "schedule_sources": sources, "comparisons": diffs,
         "wall_time_s": times, "plots": images, "searches": searches,
     }
     atomic_write_json(out / "report.json", report)
@@ -228,6 +284,7 @@ def write_report(out: Path, cfg: ExperimentConfig, rows: list["Row"], times: dic
         "",
         *[f"- Row `{k}` not trained: {why}." for k, why in skipped.items()],
         *([""] if skipped else []),
+        *_comparison_section(diffs),
         *_search_section(searches),
         "## Wall time per stage",
         "",

@@ -15,7 +15,7 @@ from ..augment.base import Augmenter
 from ..augment.baseline import BaselineAugmenter
 from ..config import ExperimentConfig, NetworkConfig
 from ..data import Dataset, Normalizer
-from ..train import CrossEntropy, FitResult, Objective, Trainer, fit, load_checkpoint
+from ..train import CrossEntropy, FitResult, Objective, Trainer, fit, load_checkpoint, load_weights
 from .networks import build_network, network_meta
 from .setup import Prepared
 
@@ -97,6 +97,9 @@ def prepare_objective(objective: Objective, cfg: ExperimentConfig, data: Dataset
         from ..distill import initialization_epochs
 
         epochs = initialization_epochs(cfg.distill.init_epochs, cfg.student.train.epochs)
+        if epochs == 0:
+            objective.skip_initialization()  # role-kd's setting: the attention network stays random
+            return
         batches = _augmented_batches(cfg, data, epochs, seed, prep.normalizer.fill)
         objective.initialize(batches, prep.normalizer)
 
@@ -160,7 +163,7 @@ def build_role_trainer(
     meta = network_meta(net, data.num_classes, data.image_shape, role)
     model = build_network(meta).to(device)
     if net.checkpoint:  # a resumed run's last.pt overrides this in fit()
-        model.load_state_dict(load_checkpoint(net.checkpoint, device)["model"])
+        load_weights(model, load_checkpoint(net.checkpoint, device), f"{role}.checkpoint {net.checkpoint}", meta)
     elif role == "student" and teacher is not None and cfg.student.init_from == "teacher":
         meta["warm_started"] = warm_start_from_teacher(model, meta, teacher)
     objective = build_objective_for(cfg, model, teacher, net, distill)
