@@ -131,3 +131,170 @@ def test_agent_preview_restores_the_learned_hard_augmentor(tmp_path, capsys):
     assert main([*args, "--student", str(s / "best.pt"), "-o", str(png)]) == 0  # best.pt keeps the model only
     assert "untrained" in capsys.readouterr().err
     assert main(["augment-preview", "--agent", "hard", "--teacher", str(t / "best.pt")]) == 2  # no --student
+
+
+# ---- bad inputs: one line on stderr naming what is wrong, exit 2 (issue 19) ------------------------------------
+
+
+def assert_one_line_error(r, *expected, status=None):
+    """Exit 2, no traceback, and stderr is one error line naming ``expected`` — after the command's ``status`` line
+    when the error can only show once the command has said what it trains (loading weights)."""
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr
+    lines = r.stderr.strip().splitlines()
+    if status is not None:
+        assert lines[0].startswith(status), r.stderr
+        lines = lines[1:]
+    assert len(lines) == 1 and lines[0].startswith("rolekd: error: "), r.stderr
+    for text in expected:
+        assert text in lines[0], r.stderr
+
+
+RESNET8 = {"model": "resnet8", "num_classes": 10, "model_args": {"width": 8, "in_channels": 3},
+           "w_bits": 32, "a_bits": 32, "role": "teacher"}
+
+
+def _resnet8_checkpoint(path, bare=False):
+    """A rolekd checkpoint (or a bare state_dict) of the demo's teacher architecture, without training it."""
+    from rolekd.pipeline.networks import build_network
+    from rolekd.train import save_checkpoint
+
+    state = build_network(RESNET8).state_dict()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if bare:
+        torch.save(state, path)
+    else:
+        save_checkpoint(path, {"model": state, "meta": RESNET8, "epoch": 1})
+    return path
+
+
+CNN = ["--set", "teacher.model=cnn", "--set", "teacher.model_args={}", "--set", "teacher.train.epochs=1"]
+
+
+def test_an_empty_config_file_is_one_line_not_the_default_experiment(tmp_path):
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# TODO\n")
+    r = run_cli("eval", str(tmp_path / "x.pt"), "--config", str(empty))
+    assert_one_line_error(r, f"{empty}: the file is empty")
+
+
+@pytest.mark.parametrize("bare, found", [(False, "holds weights of resnet8 (width=8, in_channels=3), 10 classes"),
+                                         (True, "holds weights of a network of unknown architecture")])
+def test_a_checkpoint_of_another_architecture_names_both_and_the_first_key(tmp_path, bare, found):
+    ckpt = _resnet8_checkpoint(tmp_path / "r8.pt", bare)
+    r = run_cli("train", "demo", *CNN, "--set", f"teacher.checkpoint={ckpt}", "--out", str(tmp_path / "t"))
+    assert_one_line_error(r, f"teacher.checkpoint {ckpt} {found}", "expected cnn (in_channels=3), 10 classes",
+                          "no 'stage1.0.weight'", status="training the teacher cnn")
+
+
+def test_resume_into_a_folder_trained_with_another_model_is_one_line(tmp_path):
+    out = tmp_path / "t"
+    _resnet8_checkpoint(out / "last.pt")  # a folder from before folders recorded their config
+    r = run_cli("train", "demo", *CNN, "--out", str(out), "--resume")
+    assert_one_line_error(r, f"--resume: {out / 'last.pt'} holds weights of resnet8", "expected cnn",
+                          status="training the teacher cnn")
+
+
+@pytest.mark.parametrize("command", [["train", "demo"], ["run", "demo"]])
+@pytest.mark.parametrize("under", [False, True])
+def test_out_naming_an_existing_file_is_one_line(tmp_path, command, under):
+    blocker = tmp_path / "results.txt"
+    blocker.write_text("not a folder")
+    out = blocker / "run" if under else blocker
+    r = run_cli(*command, "--out", str(out))
+    assert_one_line_error(r, f"--out {out}", "lies under the file" if under else "is an existing file")
+
+
+def _claimed_folder(out, progress, overrides):
+    """A folder claimed by a run of the demo with ``overrides``, holding its ``progress`` file."""
+    from rolekd.config import dump_config, load_config
+
+    (out / progress).parent.mkdir(parents=True)
+    (out / progress).write_bytes(b"")
+    (out / "config.yaml").write_text(dump_config(load_config("demo", overrides)))
+
+
+@pytest.mark.parametrize("command, progress", [
+    (["train", "demo"], "last.pt"),
+    (["distill", "demo", "--teacher", "{teacher}"], "last.pt"),
+    (["search", "demo", "--role", "teacher"], "ray/tuner.pkl"),
+])
+def test_resume_with_other_settings_names_the_fields_that_differ(tmp_path, command, progress):
+    out = tmp_path / "o"
+    _claimed_folder(out, progress, ["teacher.train.lr=0.2", "student.train.lr=0.2", "data.train_subset=600"])
+    teacher = _resnet8_checkpoint(tmp_path / "teacher.pt")
+    args = [a.format(teacher=teacher) for a in command]
+    r = run_cli(*args, "--out", str(out), "--resume")
+    assert_one_line_error(r, f"{out} was made with another config: data.train_subset (saved 600, now None); "
+                             "teacher.train.lr (saved 0.2, now 0.05); student.train.lr (saved 0.2, now 0.001)")
+
+
+def test_train_resume_with_the_same_settings_continues_and_records_the_config(tmp_path):
+    out = tmp_path / "t"
+    small = ["--set", "teacher.model_args.width=8", "--set", "teacher.train.epochs=1"]
+    assert run_cli("train", "demo", *small, "--out", str(out)).returncode == 0
+    assert "teacher:\n  model: resnet8" in (out / "config.yaml").read_text()
+    assert run_cli("train", "demo", *small, "--out", str(out), "--resume").returncode == 0
+    r = run_cli("train", "demo", *small, "--set", "teacher.train.lr=0.01", "--out", str(out), "--resume")
+    assert_one_line_error(r, "teacher.train.lr (saved 0.05, now 0.01)")
+
+
+def test_eval_of_a_training_folder_uses_its_last_checkpoint_and_says_so(tmp_path):
+    folder = tmp_path / "teacher"
+    _resnet8_checkpoint(folder / "last.pt")
+    r = run_cli("eval", str(folder), "--config", "demo")
+    assert r.returncode == 0, r.stderr
+    assert f"{folder} is a folder: using {folder / 'last.pt'}" in r.stderr and "top-1" in r.stderr
+
+
+def test_eval_of_a_folder_without_checkpoints_says_it_is_a_folder(tmp_path):
+    run_folder = tmp_path / "run"
+    _resnet8_checkpoint(run_folder / "stage_alpha" / "teacher" / "seed0" / "last.pt")
+    r = run_cli("eval", str(run_folder), "--config", "demo")
+    assert_one_line_error(r, f"{run_folder} is a folder without last.pt or best.pt; it holds 1 trainings, "
+                             f"e.g. {run_folder / 'stage_alpha' / 'teacher' / 'seed0'}")
+
+
+def test_a_checkpoint_that_pickles_code_is_refused_naming_the_blocked_global(tmp_path):
+    import os
+
+    class Payload:
+        def __reduce__(self):
+            return os.system, ("echo pwned",)
+
+    evil = tmp_path / "evil.pt"
+    torch.save({"model": Payload()}, evil)
+    for command in (["eval", str(evil), "--config", "demo"], ["export", str(evil), "-o", str(tmp_path / "x.pt")]):
+        r = run_cli(*command)
+        assert_one_line_error(r, f"{evil}: contains code or objects rolekd won't load (blocked global ", "system)")
+        assert "weights_only" not in r.stderr and "pwned" not in r.stdout
+
+
+def test_plot_of_a_json_that_is_not_a_schedule_says_so(tmp_path):
+    other = tmp_path / "metrics.json"
+    other.write_text(json.dumps({"acc": 0.9}))
+    r = run_cli("plot", str(other))
+    assert_one_line_error(r, f"{other}: not a rolekd schedule (it has no \"format\" key")
+
+
+def test_a_fractional_bit_width_names_the_allowed_range():
+    r = run_cli("train", "demo", "--set", "student.w_bits=2.5")
+    assert_one_line_error(r, "student.w_bits: expected a bit-width in 1..8 or 32 (full precision), got 2.5")
+
+
+@pytest.mark.parametrize("mag", [10, 12, -1])
+def test_augment_preview_mag_outside_the_schedule_range_names_the_option(tmp_path, mag):
+    r = run_cli("augment-preview", "--op", "Rotate", "--mag", str(mag), "-n", "2", "-o", str(tmp_path / "p.png"))
+    assert_one_line_error(r, f"--mag {mag}: expected a magnitude in 0..9")
+    assert not (tmp_path / "p.png").exists()
+
+
+def test_a_folder_dataset_with_an_empty_class_names_it(tmp_path):
+    from PIL import Image
+
+    for name, n in (("cat", 10), ("dog", 10), ("emu", 0)):
+        (tmp_path / name).mkdir()
+        for i in range(n):
+            Image.new("RGB", (8, 8)).save(tmp_path / name / f"{i}.png")
+    r = run_cli("train", "demo", "--set", "data.dataset=folder", "--set", f"data.root={tmp_path}")
+    assert_one_line_error(r, f"{tmp_path / 'emu'}: class folder 'emu' holds no images")

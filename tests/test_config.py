@@ -70,3 +70,32 @@ def test_yaml_cannot_construct_python_objects(tmp_path):
 def test_missing_config_names_what_was_expected():
     with pytest.raises(ConfigError, match="not found"):
         load_config("no_such_config_anywhere")
+
+
+@pytest.mark.parametrize("text", ["", "# only a comment\n\n# and another\n"])
+def test_an_empty_config_file_is_refused_not_run_as_the_defaults(tmp_path, text):
+    p = tmp_path / "empty.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError) as exc:
+        load_config(p)
+    assert str(exc.value).startswith(f"{p}: the file is empty") and "'demo'" in str(exc.value)
+    assert load_config("demo").name == "demo"  # the packaged demo stays available by name
+
+
+@pytest.mark.parametrize("value", [2.5, True, "two"])
+def test_a_bit_width_that_is_not_a_whole_number_names_the_allowed_range(value):
+    with pytest.raises(ConfigError) as exc:
+        config_from_dict({"student": {"w_bits": value}}, "x.yaml")
+    expected = f"x.yaml: student.w_bits: expected a bit-width in 1..8 or 32 (full precision), got {value!r}"
+    assert str(exc.value) == expected
+
+
+def test_config_differences_name_each_changed_field_by_dotted_path():
+    from rolekd.config import config_differences
+
+    saved = load_config("demo")
+    now = load_config("demo", ["teacher.train.lr=0.01", "data.train_subset=500"])
+    assert config_differences(saved, now) == [
+        "data.train_subset (saved None, now 500)", "teacher.train.lr (saved 0.05, now 0.01)",
+    ]
+    assert config_differences(saved, load_config("demo")) == []

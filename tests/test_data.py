@@ -114,6 +114,34 @@ def test_folder_dataset(tmp_path):
         load_folder(tmp_path, size=16)
 
 
+def _write_images(folder, counts):
+    from PIL import Image
+
+    for name, n in counts.items():
+        (folder / name).mkdir(parents=True)
+        for i in range(n):
+            Image.new("RGB", (8, 8), (40 * i, 0, 0)).save(folder / name / f"{i}.png")
+
+
+def test_folder_dataset_refuses_an_empty_class_folder_naming_it(tmp_path):
+    _write_images(tmp_path, {"cat": 10, "dog": 10, "emu": 0})
+    with pytest.raises(DataError, match=r"emu: class folder 'emu' holds no images"):
+        load_folder(tmp_path, size=8)
+    _write_images(tmp_path / "split", {"train/cat": 5, "train/dog": 5, "test/cat": 2})
+    (tmp_path / "split" / "test" / "dog").mkdir()
+    with pytest.raises(DataError, match=r"test/dog: class folder 'dog' holds no images"):
+        load_folder(tmp_path / "split", size=8)
+
+
+def test_folder_dataset_refuses_a_split_without_test_images(tmp_path):
+    _write_images(tmp_path, {"cat": 10, "dog": 4})
+    with pytest.raises(DataError) as exc:
+        load_folder(tmp_path, size=8)
+    msg = str(exc.value)
+    assert "class 'dog' has 4 image(s), too few to hold out 20% as test images" in msg
+    assert "at least 5 per class" in msg and "root/test/<class>" in msg
+
+
 def test_normalizer_maps_mean_to_zero_and_back():
     x = torch.randint(0, 256, (20, 3, 8, 8), dtype=torch.uint8)
     mean, std = channel_stats(x)

@@ -179,3 +179,18 @@ def test_zero_initialisation_epochs_distil_through_the_untrained_attention_netwo
     fresh = build_role_trainer(cfg, "student", prep.full, prep.normalizer, prep.device, teacher=teacher, seed=0)
     fresh.objective.load_checkpoint_state(objective.checkpoint_state())
     assert not fresh.objective.needs_initialization
+
+
+def test_a_teacher_of_another_architecture_is_one_line_naming_both(tmp_path):
+    from rolekd.pipeline.networks import build_network, network_meta
+    from rolekd.pipeline.setup import prepare
+    from rolekd.pipeline.stages import load_teacher
+
+    cfg = load_config("demo", ["teacher.model_args.width=4"])
+    prep = prepare(cfg, device=torch.device("cpu"))
+    wide = network_meta(load_config("demo", ["teacher.model_args.width=8"]).teacher, 10, (3, 32, 32), "teacher")
+    path = tmp_path / "bare.pt"
+    torch.save(build_network(wide).state_dict(), path)  # a bare state_dict: the config says what it should be
+    with pytest.raises(ValueError, match=r"teacher .*bare.pt holds weights of .*expected resnet8 \(width=4") as err:
+        load_teacher(path, cfg, prep)
+    assert "\n" not in str(err.value)

@@ -138,7 +138,7 @@ def test_resume_mid_stage_beta_skips_alpha_and_matches_uninterrupted(finished_ru
 
 def test_a_run_folder_of_another_config_is_refused(finished_run, tmp_path):
     out, _ = finished_run
-    with pytest.raises(RunFolderError, match="different config"):
+    with pytest.raises(RunFolderError, match=r"another config: student.w_bits \(saved 2, now 4\)"):
         Pipeline(tiny_cfg("student.w_bits=4"), out, resume=True, say=quiet).run()
     with pytest.raises(RunFolderError, match="--resume"):
         Pipeline(tiny_cfg(), out, resume=False, say=quiet).run()

@@ -86,7 +86,7 @@ def _write(tmp_path: Path, doc) -> Path:
         (lambda d: d.update(epochs=199), "segments cover 200 epochs but \"epochs\" says 199"),
         (lambda d: d["segments"][0].update(epochs=0), "segment 0: epoch count 0 must be a positive integer"),
         (lambda d: d.update(version=2), "unsupported version 2"),
-        (lambda d: d.update(format="pba"), "format is 'pba', expected 'rolekd.schedule'"),
+        (lambda d: d.update(format="pba"), "not a rolekd schedule (its format is 'pba', expected 'rolekd.schedule')"),
         (lambda d: d["segments"][3]["policy"].pop(), "segment 3: policy has 29 entries"),
     ],
 )

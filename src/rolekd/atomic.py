@@ -11,11 +11,35 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 
+class OutputPathError(ValueError):
+    """An output folder cannot be made: one line naming the path and what is in the way."""
+
+
+def check_folder_path(path: str | Path, what: str = "output folder") -> Path:
+    """Refuse, before any work, a folder path that is (or lies under) an existing file."""
+    path = Path(path)
+    blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        where = "is an existing file" if blocker == path else f"lies under the file {blocker}"
+        raise OutputPathError(f"{what} {path} {where}; expected a folder (or a path where one can be made)")
+    return path
+
+
+def make_dirs(path: str | Path, what: str = "output folder") -> Path:
+    """``mkdir -p``, but a file in the way or a missing permission is one line naming the path, not an OSError."""
+    path = check_folder_path(path, what)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputPathError(f"{what} {path} cannot be made ({exc.strerror}); expected a writable location") from None
+    return path
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temp path beside ``path``; on success it replaces ``path``, on error it is removed."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(path.parent, f"folder for {path.name}")
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         yield tmp

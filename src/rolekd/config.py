@@ -87,9 +87,24 @@ class TrainConfig(_Section):
         return v
 
 
+BITS_EXPECTED = "expected a bit-width in 1..8 or 32 (full precision)"
+
+
 def _check_bits(v: int) -> int:
     if not (1 <= v <= 8 or v == 32):
-        raise ValueError(f"expected a bit-width in 1..8 or 32 (full precision), got {v}")
+        raise ValueError(f"{BITS_EXPECTED}, got {v}")
+    return v
+
+
+def _whole_bits(v: Any) -> Any:
+    """Before pydantic's int parsing, which names neither the range (2.5) nor refuses ``true`` (1 bit)."""
+    if isinstance(v, str):
+        try:
+            return int(v.strip())
+        except ValueError:
+            raise ValueError(f"{BITS_EXPECTED}, got {v!r}") from None
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or (isinstance(v, float) and not v.is_integer()):
+        raise ValueError(f"{BITS_EXPECTED}, got {v!r}")
     return v
 
 
@@ -112,6 +127,11 @@ class StudentConfig(NetworkConfig):
     train: TrainConfig = Field(
         default_factory=lambda: TrainConfig(optimizer="adam", lr=1e-3, weight_decay=1e-5)
     )
+
+    @field_validator("w_bits", "a_bits", mode="before")
+    @classmethod
+    def _bits_are_whole(cls, v: Any) -> Any:
+        return _whole_bits(v)
 
     @field_validator("w_bits", "a_bits")
     @classmethod
@@ -148,7 +168,7 @@ class DistillConfig(_Section):
     )
     init_epochs: int | None = Field(
         None, ge=0, description="epochs of MHGD's attention-network initialisation on the teacher's features; "
-        "default 20% of the student's epochs (Lee & Song: 40 of 200)"
+        "default 20% of the student's epochs (Lee & Song: 40 of 200); 0: distil through the untrained network (role-kd)"
     )
 
 
@@ -329,11 +349,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     """Load, override and validate a config; ``None`` loads the embedded demo."""
     source = resolve_config_path(path or "demo")
     try:
-        raw = yaml.safe_load(source.read_text()) or {}
+        raw = yaml.safe_load(source.read_text())
     except yaml.YAMLError as exc:
         line = getattr(getattr(exc, "problem_mark", None), "line", None)
         where = f" line {line + 1}" if line is not None else ""
         raise ConfigError(f"{source}:{where} is not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if raw is None:  # 0 bytes or only comments: a mistake, never "the defaults" (a ResNet-18 for 200 epochs)
+        raise ConfigError(f"{source}: the file is empty (or only comments); expected a mapping of sections "
+                          "(data, teacher, student, ...) — for the embedded demo, name the packaged config 'demo'")
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping of sections (data, teacher, student, ...)")
     return config_from_dict(apply_overrides(raw, overrides or []), str(source))
@@ -348,3 +371,29 @@ def config_from_dict(raw: dict[str, Any], source: str = "config") -> ExperimentC
 
 def dump_config(cfg: ExperimentConfig) -> str:
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def config_differences(saved: ExperimentConfig, current: ExperimentConfig) -> list[str]:
+    """``path (saved X, now Y)`` for each field that differs, in config order: a refused resume says what changed."""
+    return [f"{path} (saved {a!r}, now {b!r})"
+            for path, a, b in _diff(saved.model_dump(mode="json"), current.model_dump(mode="json"))]
+
+
+def _diff(a: Any, b: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out: list[tuple[str, Any, Any]] = []
+        for key in [*a, *(k for k in b if k not in a)]:
+            out += _diff(a.get(key), b.get(key), f"{prefix}{key}.")
+        return out
+    return [] if a == b else [(prefix.rstrip("."), a, b)]
+
+
+def require_same_config(saved_path: str | Path, cfg: ExperimentConfig, folder: str | Path, shown: int = 3) -> None:
+    """Refuse to resume ``folder`` with a config other than the one saved in it, naming the first fields that differ."""
+    diffs = config_differences(load_config(saved_path), cfg)
+    if diffs:
+        more = f" (+{len(diffs) - shown} more)" if len(diffs) > shown else ""
+        raise ConfigError(
+            f"{folder} was made with another config: {'; '.join(diffs[:shown])}{more} (saved in {saved_path}); "
+            "expected the same config to resume — choose another --out for a new experiment"
+        )

@@ -23,7 +23,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from .ops import OP_NAMES, apply_op
+from .ops import MAX_LEVEL, OP_NAMES, apply_op
 from .policy import PBA_ORDER, Policy, PolicyError, apply_policy, policy_from_json
 from ..atomic import atomic_path
 from .schedule import Schedule, ScheduleError
@@ -226,6 +226,8 @@ def preview_command(
     if op is not None:
         if op not in OP_NAMES:
             raise ValueError(f"unknown op {op!r}; expected one of {', '.join(PBA_ORDER)}")
+        if not 0 <= mag <= MAX_LEVEL:  # the ops take PBA's 0..10, but schedules and the search use 0..9
+            raise ValueError(f"--mag {mag}: expected a magnitude in 0..{MAX_LEVEL}, the levels a schedule uses")
         after = apply_op(op, images, mag, fill=fill, generator=gen)
         titles = [f"{op} {mag}"] * images.shape[0]
         header = f"{op}, magnitude {mag}"

@@ -177,7 +177,9 @@ class Schedule:
         if not isinstance(obj, dict):
             raise ScheduleError(f"expected a JSON object, got {type(obj).__name__}")
         if obj.get("format") != SCHEDULE_FORMAT:
-            raise ScheduleError(f"format is {obj.get('format')!r}, expected {SCHEDULE_FORMAT!r}")
+            found = f"its format is {obj['format']!r}" if "format" in obj else "it has no \"format\" key"
+            raise ScheduleError(f"not a rolekd schedule ({found}, expected {SCHEDULE_FORMAT!r}); expected the "
+                                "schedule.json written by rolekd search or rolekd run")
         if obj.get("version") != SCHEDULE_VERSION:
             raise ScheduleError(f"unsupported version {obj.get('version')!r} (this reader knows {SCHEDULE_VERSION})")
         epochs = obj.get("epochs")

@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=None, help="config naming the dataset (default: the demo)")
     p.add_argument("--policy", help="schedule or policy JSON (default: a random policy)")
     p.add_argument("--op", help="show this single op at probability 10")
-    p.add_argument("--mag", type=int, default=5, help="magnitude 0-9 for --op")
+    p.add_argument("--mag", type=int, default=5, help="magnitude 0..9 for --op (the levels a schedule uses)")
     p.add_argument("--agent", choices=["backward", "hard"], help="show this agent's samples (needs --teacher, --student)")
     p.add_argument("--teacher", help="teacher checkpoint, for --agent")
     p.add_argument("--student", help="student checkpoint (last.pt restores HARD's augmentor), for --agent")
@@ -134,7 +134,16 @@ def _prepare(cfg, args):
 
 
 def _default_out(cfg, role: str, args) -> Path:
-    return Path(args.out) if args.out else Path("runs") / cfg.name / role
+    """The output folder, refused before any data is loaded when a file is in its way."""
+    from ..atomic import check_folder_path
+
+    return check_folder_path(Path(args.out) if args.out else Path("runs") / cfg.name / role, "--out")
+
+
+def _claim(cfg, out: Path, args, progress: str = "last.pt") -> None:
+    from ..pipeline.folders import claim_folder
+
+    claim_folder(cfg, out, args.resume, progress)
 
 
 def _load_schedule(path: str | None):
@@ -166,10 +175,11 @@ def _progress_factory(label: str, epochs: int):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from ..atomic import check_folder_path
     from .progress import console
 
     cfg = _load_cfg(args, default="demo")
-    out = Path(args.out) if args.out else Path("runs") / cfg.name
+    out = check_folder_path(Path(args.out) if args.out else Path("runs") / cfg.name, "--out")
     say = console.print
     if cfg.pipeline.experiment == "shift_equivariance":
         from ..pipeline.setup import prepare
@@ -192,12 +202,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_search(args: argparse.Namespace) -> int:
     from ..pipeline.search_stage import search_command
+    from ..search.run import EXPERIMENT, TUNER_STATE
     from .progress import console
 
     cfg = _load_cfg(args)
-    out = Path(args.out) if args.out else Path("runs") / cfg.name / f"search_{args.role}"
+    out = _default_out(cfg, f"search_{args.role}", args)
     if args.role == "student" and not args.teacher:
         raise ValueError("--role student needs --teacher CHECKPOINT (the fixed, trained teacher)")
+    _claim(cfg, out, args, progress=f"{EXPERIMENT}/{TUNER_STATE}")
     result = search_command(cfg, args.role, args.teacher, out, address=args.address or cfg.search.address,
                             resume=args.resume, data_dir=args.data_dir)
     console.print(f"best trial {result.best_trial}: validation accuracy {100 * result.best_acc:.2f}%; "
@@ -210,9 +222,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .progress import TrainingProgress, console
 
     cfg = _load_cfg(args)
-    prep = _prepare(cfg, args)
     out = _default_out(cfg, args.role, args)
+    prep = _prepare(cfg, args)
     net = role_config(cfg, args.role)
+    _claim(cfg, out, args)
     console.print(f"training the {args.role} [bold]{net.model}[/] on {prep.full.name} "
                   f"({len(prep.full.train)} train / {len(prep.full.test)} test images, {prep.device})")
     with TrainingProgress(args.role, net.train.epochs) as cb:
@@ -228,9 +241,10 @@ def cmd_distill(args: argparse.Namespace) -> int:
     from .progress import TrainingProgress, console
 
     cfg = _load_cfg(args)
+    out = _default_out(cfg, "student", args)
     prep = _prepare(cfg, args)
     teacher = load_teacher(args.teacher, cfg, prep)
-    out = _default_out(cfg, "student", args)
+    _claim(cfg, out, args)
     s = cfg.student
     console.print(f"distilling {teacher.meta['model']} -> {s.model} (W/A {s.w_bits}/{s.a_bits}) "
                   f"with {cfg.distill.method} on {prep.full.name} ({prep.device})")
@@ -243,14 +257,17 @@ def cmd_distill(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from ..pipeline.networks import load_trained_network
-    from ..train import evaluate_model
+    from ..train import checkpoint_in, evaluate_model
     from .progress import console
 
     cfg = _load_cfg(args, default="demo")
-    model, meta = load_trained_network(args.checkpoint)
+    path, note = checkpoint_in(args.checkpoint)
+    if note:
+        console.print(note)
+    model, meta = load_trained_network(path)
     prep = _prepare(cfg, args)
     if meta["num_classes"] != prep.full.num_classes:
-        raise ValueError(f"{args.checkpoint} predicts {meta['num_classes']} classes; dataset {prep.full.name!r} has {prep.full.num_classes}")
+        raise ValueError(f"{path} predicts {meta['num_classes']} classes; dataset {prep.full.name!r} has {prep.full.num_classes}")
     model = model.to(prep.device)
     res = evaluate_model(model, prep.full.test, prep.normalizer, cfg.data.eval_batch_size)
     size = ""

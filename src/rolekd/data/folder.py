@@ -25,6 +25,9 @@ def _read_tree(root: Path, classes: list[str], size: int) -> ImageSet:
     images, labels = [], []
     for label, name in enumerate(classes):
         files = sorted(p for p in (root / name).iterdir() if p.suffix.lower() in EXTENSIONS)
+        if not files:
+            raise DataError(f"{root / name}: class folder {name!r} holds no images; expected at least one "
+                            f"{'|'.join(sorted(e[1:] for e in EXTENSIONS))} file, or remove the folder")
         for path in files:
             try:
                 with Image.open(path) as im:
@@ -37,6 +40,22 @@ def _read_tree(root: Path, classes: list[str], size: int) -> ImageSet:
         raise DataError(f"{root}: no images found; expected <class>/*.png|jpg under it")
     x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
     return ImageSet(x, torch.tensor(labels))
+
+
+def _test_size(root: Path, full: ImageSet, classes: list[str]) -> int:
+    """Images held out for testing (TEST_FRACTION of the smallest class, from each class); none is refused, since
+    training would then report no test accuracy at all."""
+    counts = torch.bincount(full.labels, minlength=len(classes))
+    smallest = int(counts.argmin())
+    per_class = int(counts[smallest].item() * TEST_FRACTION)
+    if per_class == 0:
+        need = int(1 / TEST_FRACTION + 0.5)
+        raise DataError(
+            f"{root}: class {classes[smallest]!r} has {int(counts[smallest])} image(s), too few to hold out "
+            f"{TEST_FRACTION:.0%} as test images; expected at least {need} per class, or separate "
+            "root/train/<class> and root/test/<class> folders"
+        )
+    return per_class * len(classes)
 
 
 def load_folder(root: str | Path, size: int = 32) -> Dataset:
@@ -54,8 +73,7 @@ def load_folder(root: str | Path, size: int = 32) -> Dataset:
         if len(classes) < 2:
             raise DataError(f"{root}: found {len(classes)} class folder(s); expected at least 2 <class>/ subfolders")
         full = _read_tree(root, classes, size)
-        counts = torch.bincount(full.labels, minlength=len(classes))
-        n_test = int(counts.min().item() * TEST_FRACTION) * len(classes)
+        n_test = _test_size(root, full, classes)
         test_idx, _ = balanced_split(full.labels, n_test, 0, seed=0)
         is_test = torch.zeros(len(full), dtype=torch.bool)
         is_test[test_idx] = True

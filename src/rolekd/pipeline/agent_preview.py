@@ -9,7 +9,7 @@ from torch import nn
 
 from ..augment.base import AugmentContext, Batch
 from ..config import ExperimentConfig
-from ..train import load_checkpoint
+from ..train import load_checkpoint, load_weights
 from .networks import build_network
 from .setup import Prepared
 from .stages import load_teacher
@@ -22,10 +22,7 @@ def load_student(path: str | Path, prep: Prepared) -> tuple[nn.Module, dict]:
     if not meta:
         raise ValueError(f"student {path} holds no network description; expected a last.pt or best.pt written by rolekd")
     model = build_network(meta)
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as exc:
-        raise ValueError(f"student {path} does not match model {meta['model']!r}: {str(exc).splitlines()[0]}") from None
+    load_weights(model, state, f"student {path}", meta)
     return model.to(prep.device).eval(), state
 
 

@@ -41,7 +41,7 @@ def build_network(meta: dict[str, Any]) -> nn.Module:
 def load_trained_network(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     """A training checkpoint or a packed export (``rolekd export``), rebuilt on the CPU with its metadata."""
     from ..quant import PACKED_FORMAT, packed_model
-    from ..train import as_checkpoint, read_weights_file
+    from ..train import as_checkpoint, load_weights, read_weights_file
 
     payload = read_weights_file(path)  # read once, whichever of the two it is
     if payload.get("format") == PACKED_FORMAT:
@@ -51,5 +51,5 @@ def load_trained_network(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     if "model" not in meta:
         raise ValueError(f"{path}: no network metadata; expected a checkpoint written by rolekd or a packed export")
     model = build_network(meta)
-    model.load_state_dict(state["model"])
+    load_weights(model, state, str(path), meta)
     return model, meta

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Literal
 
-from ..config import ExperimentConfig, dump_config, load_config
+from ..atomic import make_dirs
+from ..config import ConfigError, ExperimentConfig, dump_config, require_same_config
 from ..train import atomic_write_json, atomic_write_text, load_checkpoint
 from .setup import Prepared, prepare
 from .stages import TeacherHandle, load_teacher, train_network
@@ -145,13 +146,12 @@ def claim_run_folder(cfg: ExperimentConfig, out: Path, resume: bool) -> None:
     if saved.is_file():
         if not resume:
             raise RunFolderError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-        if load_config(saved).model_dump() != cfg.model_dump():
-            raise RunFolderError(
-                f"{out} holds a run of a different config ({saved}); expected the same config to resume — "
-                "choose another --out for a new experiment"
-            )
+        try:
+            require_same_config(saved, cfg, out)
+        except ConfigError as exc:
+            raise RunFolderError(str(exc)) from None
         return
-    out.mkdir(parents=True, exist_ok=True)
+    make_dirs(out, "--out")
     atomic_write_text(saved, text)
 
 

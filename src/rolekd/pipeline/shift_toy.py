@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..atomic import make_dirs
 from ..augment.baseline import random_crop
 from ..config import ExperimentConfig, dump_config
 from ..data import Dataset, ImageSet, Normalizer
@@ -140,7 +141,7 @@ def run_shift_toy(
     ``report.md`` in ``out_dir``; returns the results (``rows``: per model and seed, ``table``: markdown)."""
     check_toy_config(cfg)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    make_dirs(out)
     atomic_write_text(out / "config.yaml", dump_config(cfg))
     progress = callback_factory or (lambda label, epochs: nullcontext(None))
     size = prep.full.image_shape[-1]

@@ -45,11 +45,7 @@ def load_teacher(path: str | Path, cfg: ExperimentConfig, prep: Prepared) -> Tea
             f"{prep.full.num_classes}; expected a teacher trained on this dataset"
         )
     model = build_network(meta)
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise ValueError(f"teacher {path} does not match model {meta['model']!r}: {first}") from None
+    load_weights(model, state, f"teacher {path}", meta)
     model.to(prep.device).eval().requires_grad_(False)
     return TeacherHandle(model, meta, str(path))
 

@@ -16,7 +16,9 @@ from __future__ import annotations
 import io
 import json
 import os
+import pickle
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -231,7 +233,11 @@ def _read(path: PathArg, expected: str) -> Any:
         raise ValueError(f"{path}: no such file; expected {expected}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt zip, truncated file, disallowed pickle global, ...
+    except pickle.UnpicklingError as exc:  # a disallowed global: say what it means, not torch's advice
+        from ..train.checkpoint import refused_pickle_message
+
+        raise ValueError(refused_pickle_message(Path(path), str(exc))) from None
+    except Exception as exc:  # corrupt zip, truncated file, ...
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ValueError(f"{path}: cannot be read as {expected} ({type(exc).__name__}: {reason})") from exc
 

@@ -29,6 +29,7 @@ import ray
 from ray import tune
 from ray.tune.schedulers import PopulationBasedTraining, TrialScheduler
 
+from ..atomic import make_dirs
 from ..augment.policy import Policy
 from ..augment.schedule import Schedule
 from ..config import SearchConfig
@@ -88,7 +89,7 @@ def run_search(
     restore = _resumable(experiment, resume)
     if not restore:
         (out / HISTORY).unlink(missing_ok=True)  # left by a search whose Ray records are gone
-    out.mkdir(parents=True, exist_ok=True)
+    make_dirs(out)
     recorder = HistoryRecorder(out / HISTORY)
     display = SearchProgress(label, search_cfg.population, search_cfg.epochs, recorder) if progress else None
     if display is not None:

@@ -7,10 +7,13 @@ be read without this package and without unpickling arbitrary objects.
 
 from __future__ import annotations
 
+import pickle
+import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
+from torch import nn
 
 from ..atomic import atomic_write_bytes, atomic_write_json, atomic_write_text  # noqa: F401  (re-exported)
 
@@ -35,10 +38,15 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 def read_weights_file(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """``torch.load(weights_only=True)`` of a dict file, whatever its format; one-line errors for bad files."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {str(path)!r} is a folder; expected a checkpoint file such as "
+                              f"{path / 'last.pt'} or {path / 'best.pt'}")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} not found")
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(refused_pickle_message(path, str(exc))) from None
     except Exception as exc:
         raise CheckpointError(f"{path}: not a loadable checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
     if not isinstance(obj, dict):
@@ -56,3 +64,56 @@ def as_checkpoint(obj: dict[str, Any], path: str | Path) -> dict[str, Any]:
                                   "pass the last.pt/best.pt the training wrote")
         raise CheckpointError(f"{path}: not a rolekd checkpoint (no 'format': {FORMAT!r})")
     return obj
+
+
+def refused_pickle_message(path: Path, torch_message: str) -> str:
+    """torch's weights_only refusal, said as what it means for a user (torch's own advice is to drop the safety)."""
+    blocked = re.search(r"GLOBAL ([\w.]+)", torch_message)
+    if blocked:
+        return (f"{path}: contains code or objects rolekd won't load (blocked global {blocked.group(1)}); expected a "
+                "checkpoint of tensors and plain data, as rolekd writes")
+    _, _, reason = torch_message.partition("WeightsUnpickler error:")
+    lines = [line.strip() for line in (reason or torch_message).splitlines() if line.strip()]
+    return f"{path}: not a loadable checkpoint ({lines[0][:200] if lines else 'UnpicklingError'})"
+
+
+def checkpoint_in(path: str | Path) -> tuple[Path, str | None]:
+    """A checkpoint file as given, or a training folder's final ``last.pt`` (else ``best.pt``), with a note saying
+    which was taken; a folder holding neither is one line naming the trainings inside it."""
+    path = Path(path)
+    if not path.is_dir():
+        return path, None
+    for name, what in (("last.pt", "the last epoch"), ("best.pt", "the best epoch; no last.pt")):
+        if (path / name).is_file():
+            return path / name, f"{path} is a folder: using {path / name} ({what})"
+    inside = sorted(p.parent for depth in range(1, 5) for p in path.glob("*/" * depth + "last.pt"))  # a run: 4 deep
+    example = f"; it holds {len(inside)} trainings, e.g. {inside[0]}" if inside else ""
+    raise CheckpointError(f"{path} is a folder without last.pt or best.pt{example}; "
+                          "expected a checkpoint file or the folder of one training")
+
+
+def describe_network(meta: Mapping[str, Any]) -> str:
+    """``resnet8 (width=8), 10 classes, W/A 2/2`` from a checkpoint's meta (bits only when quantised), for errors."""
+    if not meta.get("model"):
+        return "a network of unknown architecture (no metadata)"
+    args = ", ".join(f"{k}={v}" for k, v in (meta.get("model_args") or {}).items())
+    w, a = meta.get("w_bits", 32), meta.get("a_bits", 32)
+    bits = "" if (w, a) == (32, 32) else f", W/A {w}/{a}"
+    return f"{meta['model']}{f' ({args})' if args else ''}, {meta.get('num_classes')} classes{bits}"
+
+
+def check_weights(model: nn.Module, checkpoint: Mapping[str, Any], source: str, expected: Mapping[str, Any]) -> None:
+    """Refuse another architecture's weights in one line: the file, both networks and the first differing key
+    (torch's load_state_dict error lists every key over many lines)."""
+    from ..quant.convert import state_mismatch
+
+    problem = state_mismatch(model.state_dict(), checkpoint.get("model") or {})
+    if problem is not None:
+        raise CheckpointError(f"{source} holds weights of {describe_network(checkpoint.get('meta') or {})}, "
+                              f"expected {describe_network(expected)}: {problem}")
+
+
+def load_weights(model: nn.Module, checkpoint: Mapping[str, Any], source: str, expected: Mapping[str, Any]) -> None:
+    """``model.load_state_dict(checkpoint["model"])`` after :func:`check_weights`."""
+    check_weights(model, checkpoint, source, expected)
+    model.load_state_dict(checkpoint["model"])

@@ -18,10 +18,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..atomic import make_dirs
 from ..augment.base import AugmentContext, Augmenter, Batch
 from ..config import TrainConfig
 from ..data.tensors import ImageSet, Normalizer, batch_indices, steps_per_epoch
-from .checkpoint import CheckpointError, atomic_write_text, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, atomic_write_text, check_weights, load_checkpoint, save_checkpoint
 from .fastpath import resolve_fast_path
 from .objective import Objective, StepContext, total_loss
 
@@ -261,12 +262,13 @@ def fit(
     history: list[dict[str, Any]] = []
     best_acc, best_epoch = -1.0, 0
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
+        make_dirs(out)
         last = out / "last.pt"
         if last.exists() and not resume:
             raise CheckpointError(f"{out} already holds a run (last.pt); pass --resume to continue it or choose another --out")
         if resume and last.exists():
             state = load_checkpoint(last, map_location=trainer.device)
+            check_weights(trainer.model, state, f"--resume: {last}", meta or {})
             trainer.load_state_dict(state)
             best_acc, best_epoch = state.get("best_acc", -1.0), state.get("best_epoch", 0)
             history = _read_metrics(out / "metrics.jsonl", trainer.epoch)

@@ -1,0 +1,34 @@
+"""The output folder of `rolekd train`, `distill` and `search`: it belongs to one config, as a run folder does.
+
+``config.yaml`` is written when the folder is claimed; ``--resume`` compares against it, so a run is never
+continued with another lr or another data subset without a word.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..atomic import atomic_write_text, make_dirs
+from ..config import ExperimentConfig, dump_config, require_same_config
+
+CONFIG_FILE = "config.yaml"
+
+
+class OutputFolderError(ValueError):
+    """The output folder holds another run: one line saying how to continue it or where to go instead."""
+
+
+def claim_folder(cfg: ExperimentConfig, out: str | Path, resume: bool, progress: str) -> Path:
+    """Make ``out`` and record ``cfg`` in it. Once it holds progress (``progress``, e.g. ``last.pt``), only
+    ``resume`` with the same config may continue it; before that (a run that failed early) it is claimed anew."""
+    out = make_dirs(out, "--out")
+    saved = out / CONFIG_FILE
+    if (out / progress).exists():
+        if not resume:
+            raise OutputFolderError(f"{out} already holds a run ({progress}); pass --resume to continue it or choose "
+                                    "another --out")
+        if saved.is_file():
+            require_same_config(saved, cfg, out)
+            return out
+    atomic_write_text(saved, dump_config(cfg))  # a new folder, or one made before folders recorded their config
+    return out
