@@ -221,8 +221,9 @@ class AgentsConfig(_Section):
 
 class StageAlphaConfig(_Section):
     schedule: str | None = Field(
-        None, description="reuse this teacher schedule instead of searching: a schedule JSON, or the folder of a "
-        "rolekd run whose stage α searched it (its stage_alpha/schedule.json)"
+        None, description="reuse this teacher schedule instead of searching: a schedule JSON, the folder of a "
+        "rolekd run whose stage α searched it (its stage_alpha/schedule.json), or a packaged schedule name "
+        "(pba-rcifar10, role-kd-cifar100-resnet18-w2a2)"
     )
     note: str | None = Field(
         None, description="why the schedule is given (shown in the report and in the error when it is missing), "

@@ -9,27 +9,66 @@ File format (JSON, versioned; op names spelled out so the meaning never depends 
      "segments": [{"epochs": 12, "policy": [{"op": "Rotate", "prob": 0, "mag": 0}, ... 30 entries]},
                   ...]}
 
-The segment lengths must add up to ``epochs``. Instead of ``segments`` a file may give
+The segment lengths must add up to ``epochs``. An optional ``"provenance"`` string says where a
+schedule came from (the packaged schedules name their repository, commit and file). Instead of ``segments`` a file may give
 ``"policies": [[30 entries] x epochs]`` (one policy per epoch); it is read into segments.
 Inside a policy the 30 entries may come in any order as long as each of the 15 ops appears
 exactly twice (``save`` writes the fixed order documented in :mod:`rolekd.augment.policy`).
+
+Packaged schedules (``src/rolekd/schedules/*.json``, see :func:`packaged_schedules`) can be named
+wherever a schedule file is accepted: ``Schedule.load("pba-rcifar10")``.
 """
 
 from __future__ import annotations
 
 import ast
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Literal, Sequence
 
 from ..atomic import atomic_write_text
 from .policy import Policy, PolicyError
 
-__all__ = ["SCHEDULE_FORMAT", "SCHEDULE_VERSION", "Schedule", "ScheduleError"]
+__all__ = [
+    "SCHEDULE_FORMAT",
+    "SCHEDULE_VERSION",
+    "Schedule",
+    "ScheduleError",
+    "packaged_schedules",
+    "resolve_schedule",
+]
 
 SCHEDULE_FORMAT = "rolekd.schedule"
 SCHEDULE_VERSION = 1
+#: Folder of the packaged schedules (``<name>.json``; their source logs in ``sources/``).
+PACKAGED_DIR = Path(__file__).resolve().parent.parent / "schedules"
+
+
+def packaged_schedules() -> dict[str, Path]:
+    """The packaged schedules by name (file stem), sorted: e.g. ``{"pba-rcifar10": .../pba-rcifar10.json}``."""
+    if not PACKAGED_DIR.is_dir():
+        return {}
+    return {p.stem: p for p in sorted(PACKAGED_DIR.glob("*.json"))}
+
+
+def packaged_names_hint() -> str:
+    names = ", ".join(packaged_schedules()) or "none installed"
+    return f"packaged schedules: {names}"
+
+
+def resolve_schedule(name_or_path: str | Path) -> Path:
+    """The file a schedule argument means: an existing path as it is, else a packaged schedule's file.
+
+    Raises :class:`ScheduleError` (one line, listing the packaged names) when it is neither.
+    """
+    path = Path(name_or_path)
+    if path.exists():
+        return path
+    packaged = packaged_schedules()
+    if str(name_or_path) in packaged:  # a bare name (also when a CLI parsed it into a Path)
+        return packaged[str(name_or_path)]
+    raise ScheduleError(f"{path}: cannot read: no such file, and not a packaged schedule ({packaged_names_hint()})")
 
 
 class ScheduleError(ValueError):
@@ -41,8 +80,12 @@ class Schedule:
     """Segments of consecutive epochs sharing a policy; ``len(schedule)`` is the epoch count."""
 
     segments: tuple[tuple[int, Policy], ...]
+    #: Where the schedule came from (free text, saved with it); not part of equality.
+    provenance: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
+        if self.provenance is not None and (not isinstance(self.provenance, str) or not self.provenance.strip()):
+            raise ScheduleError(f"provenance must be a non-empty string, got {self.provenance!r}")
         if not self.segments:
             raise ScheduleError("schedule has no segments")
         for i, seg in enumerate(self.segments):
@@ -113,6 +156,10 @@ class Schedule:
         segs.append((last, rows[-1][5]))
         return cls.from_segments(segs)
 
+    def with_provenance(self, provenance: str | None) -> "Schedule":
+        """The same schedule, saved with ``provenance`` (``None`` removes it)."""
+        return replace(self, provenance=provenance)
+
     # -- views ----------------------------------------------------------------------------------
 
     @property
@@ -164,12 +211,11 @@ class Schedule:
     # -- serialisation --------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "format": SCHEDULE_FORMAT,
-            "version": SCHEDULE_VERSION,
-            "epochs": self.epochs,
-            "segments": [{"epochs": n, "policy": pol.to_dicts()} for n, pol in self.segments],
-        }
+        doc: dict[str, Any] = {"format": SCHEDULE_FORMAT, "version": SCHEDULE_VERSION, "epochs": self.epochs}
+        if self.provenance is not None:
+            doc["provenance"] = self.provenance
+        doc["segments"] = [{"epochs": n, "policy": pol.to_dicts()} for n, pol in self.segments]
+        return doc
 
     @classmethod
     def from_dict(cls, obj: Any) -> "Schedule":
@@ -185,6 +231,9 @@ class Schedule:
         epochs = obj.get("epochs")
         if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
             raise ScheduleError(f"\"epochs\" must be a positive integer, got {epochs!r}")
+        provenance = obj.get("provenance")
+        if provenance is not None and (not isinstance(provenance, str) or not provenance.strip()):
+            raise ScheduleError(f"\"provenance\" must be a non-empty string, got {provenance!r}")
         if ("segments" in obj) == ("policies" in obj):
             raise ScheduleError("expected exactly one of \"segments\" or \"policies\"")
         if "segments" in obj:
@@ -194,7 +243,7 @@ class Schedule:
         if sched.epochs != epochs:
             where = "segments cover" if "segments" in obj else "\"policies\" has"
             raise ScheduleError(f"{where} {sched.epochs} epochs but \"epochs\" says {epochs}")
-        return sched
+        return sched.with_provenance(provenance) if provenance is not None else sched
 
     @classmethod
     def _segments_from_json(cls, items: Any) -> "Schedule":
@@ -236,9 +285,10 @@ class Schedule:
         return atomic_write_text(Path(path), text)
 
     @classmethod
-    def load(cls, path: str | Path) -> "Schedule":
-        """Read and validate a schedule file; errors are ``ScheduleError('FILE: where: what')``."""
-        path = Path(path)
+    def load(cls, name_or_path: str | Path) -> "Schedule":
+        """Read and validate a schedule file, or a packaged schedule by name (``"pba-rcifar10"``; an
+        existing file of that name wins). Errors are ``ScheduleError('FILE: where: what')``."""
+        path = resolve_schedule(name_or_path)
         try:
             obj = json.loads(path.read_text())
         except OSError as exc:

@@ -66,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     _out(p)
     p.add_argument("--role", choices=["teacher", "student"], default="teacher")
-    p.add_argument("--schedule", help="augmentation schedule JSON to train with (default: baseline only)")
+    p.add_argument("--schedule", help="augmentation schedule JSON to train with, or a packaged schedule's name "
+                   "(pba-rcifar10, role-kd-cifar100-resnet18-w2a2; default: baseline only)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("distill", help="train the student with KD from a fixed teacher",
@@ -74,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     _out(p)
     p.add_argument("--teacher", required=True, help="teacher checkpoint (e.g. runs/x/teacher/best.pt)")
-    p.add_argument("--schedule", help="augmentation schedule JSON for the student")
+    p.add_argument("--schedule", help="augmentation schedule JSON for the student, or a packaged schedule's name "
+                   "(pba-rcifar10, role-kd-cifar100-resnet18-w2a2)")
     p.set_defaults(func=cmd_distill)
 
     p = sub.add_parser("eval", help="evaluate a checkpoint or packed export on the test split",
@@ -147,6 +149,7 @@ def _claim(cfg, out: Path, args, progress: str = "last.pt") -> None:
 
 
 def _load_schedule(path: str | None):
+    """``--schedule``: a schedule JSON or a packaged schedule's name (``pba-rcifar10``)."""
     if not path:
         return None
     from ..augment.schedule import Schedule

@@ -122,19 +122,24 @@ def validate_names(cfg: ExperimentConfig) -> None:
 
 
 def given_schedule(cfg: ExperimentConfig) -> Path | None:
-    """The schedule file ``pipeline.stage_alpha.schedule`` names (a schedule JSON, or a run folder whose
-    stage α searched it), checked before any training; ``None`` when stage α searches its own."""
+    """The schedule file ``pipeline.stage_alpha.schedule`` names (a schedule JSON, a run folder whose
+    stage α searched it, or a packaged schedule's name such as ``pba-rcifar10``), checked before any
+    training; ``None`` when stage α searches its own. An existing path wins over a packaged name."""
+    from ..augment.schedule import packaged_names_hint, packaged_schedules
+
     given = cfg.pipeline.stage_alpha.schedule
     if not given:
         return None
     path = Path(given).resolve()  # relative to the working directory, as every path of a config
+    if not path.exists() and given in packaged_schedules():
+        return packaged_schedules()[given]
     if path.is_dir():
         path = path / "stage_alpha" / "schedule.json"
     if not path.is_file():
         why = f" ({cfg.pipeline.stage_alpha.note})" if cfg.pipeline.stage_alpha.note else ""
         raise FileNotFoundError(
-            f"pipeline.stage_alpha.schedule: {path} not found{why}; expected a schedule JSON or the folder of a "
-            "rolekd run whose stage α searched it"
+            f"pipeline.stage_alpha.schedule: {path} not found{why}; expected a schedule JSON, the folder of a "
+            f"rolekd run whose stage α searched it, or a packaged schedule's name ({packaged_names_hint()})"
         )
     return path
 
