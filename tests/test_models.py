@@ -78,3 +78,41 @@ def test_resnet_marks_each_block_input_and_the_classifier_input_as_activation_si
     for producer, block in zip(producers, blocks):
         assert seen[f"{block}.act_in"][0] is seen[producer][1]
     assert seen["act_out"][0] is seen[blocks[-1]][1] and blocks[-1] == default_taps(model)[-1]
+
+
+def test_taps_are_inferred_for_torchvision_style_and_timm_style_models():
+    from torch import nn
+
+    from rolekd.models.registry import default_taps, inferred_taps
+
+    class TorchvisionLike(nn.Module):  # torchvision's ResNet layout: layer1..layer4 of blocks
+        def __init__(self):
+            super().__init__()
+            self.conv1 = nn.Conv2d(3, 4, 3)
+            for i in range(1, 5):
+                self.add_module(f"layer{i}", nn.Sequential(nn.Conv2d(4, 4, 3), nn.Conv2d(4, 4, 3)))
+
+    taps, how = inferred_taps(TorchvisionLike())
+    assert taps == ["layer1.1", "layer2.1", "layer3.1", "layer4.1"] and "layer1..layer4" in how
+
+    class TimmLike(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Conv2d(3, 4, 3)
+            self.stages = nn.Sequential(nn.Conv2d(4, 4, 3), nn.Conv2d(4, 4, 3))
+            self.feature_info = [{"module": "stem", "num_chs": 4}, {"module": "stages.1", "num_chs": 4}]
+
+    assert default_taps(TimmLike()) == ["stem", "stages.1"]
+    assert default_taps(nn.Sequential(nn.Linear(2, 2))) == []
+
+
+def test_a_model_without_taps_names_the_config_key_and_candidates():
+    import pytest
+    from torch import nn
+
+    from rolekd.distill import build_objective
+
+    flat = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10))
+    with pytest.raises(ValueError, match=r"teacher\.taps: \[\.\.\.\]") as err:
+        build_objective({"method": "kdsvd"}, flat, build_model("resnet8", 10, width=4))
+    assert "\n" not in str(err.value)

@@ -185,11 +185,13 @@ def _taps(model: nn.Module, paths: Sequence[str] | None, method: KDMethod, role:
     if method.taps == "none":
         return None
     paths = list(paths) if paths is not None else default_taps(model)
-    require(
-        bool(paths),
-        f"distill method {method.name!r} reads feature taps but the {role} ({type(model).__name__}) has no "
-        f"default_taps; pass {role}_taps",
-    )
+    if not paths:
+        candidates = [n for n, m in model.named_modules() if n and isinstance(m, nn.Sequential)][:4] or \
+            [n for n, _ in model.named_children()][:4]
+        raise ValueError(
+            f"distill method {method.name!r} reads feature taps but the {role} ({type(model).__name__}) has no "
+            f"default taps; set {role}.taps: [...] (module paths, e.g. {', '.join(candidates) or 'none found'})"
+        )
     return FeatureTaps(model, paths[-1:] if method.taps == "last" else paths)
 
 

@@ -39,5 +39,31 @@ def build_model(name: str, num_classes: int, **kwargs) -> nn.Module:
 
 
 def default_taps(model: nn.Module) -> list[str]:
-    """Module paths tapped for feature KD: the model's ``default_taps`` attribute, if it has one."""
-    return list(getattr(model, "default_taps", []))
+    """Module paths tapped for feature KD: the model's ``default_taps`` attribute, else taps inferred for
+    common architectures (:func:`inferred_taps`), else none."""
+    if hasattr(model, "default_taps"):
+        return list(model.default_taps)
+    return inferred_taps(model)[0]
+
+
+def inferred_taps(model: nn.Module) -> tuple[list[str], str]:
+    """Taps for a model registered without ``default_taps``, and how they were found (for messages).
+
+    timm models list their stage outputs in ``feature_info``; torchvision-style ResNets keep their
+    stages as ``layer1``..``layer4``, tapped at each stage's last block as rolekd's own ResNets are.
+    """
+    modules = dict(model.named_modules())
+    info = getattr(model, "feature_info", None)
+    names = [entry.get("module") for entry in info] if isinstance(info, list) and all(isinstance(e, dict) for e in info) \
+        else []
+    if names and all(n in modules for n in names):
+        return list(names), "timm's feature_info"
+    stages = [f"layer{i}" for i in range(1, 10) if f"layer{i}" in modules]
+    if stages and stages[0] == "layer1":
+        taps = []
+        for name in stages:
+            stage = modules[name]
+            last = list(stage._modules)[-1] if isinstance(stage, nn.Sequential) and len(stage) else None
+            taps.append(f"{name}.{last}" if last is not None else name)
+        return taps, "the last block of each stage layer1..layer" + str(len(stages))
+    return [], "none found"

@@ -233,11 +233,11 @@ def _read(path: PathArg, expected: str) -> Any:
         raise ValueError(f"{path}: no such file; expected {expected}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:  # a disallowed global: say what it means, not torch's advice
-        from ..train.checkpoint import refused_pickle_message
+    except Exception as exc:  # corrupt zip, truncated file, disallowed pickle global, ...
+        if isinstance(exc, pickle.UnpicklingError) and "GLOBAL" in str(exc):  # say what it means, not torch's advice
+            from ..train.checkpoint import refused_pickle_message
 
-        raise ValueError(refused_pickle_message(Path(path), str(exc))) from None
-    except Exception as exc:  # corrupt zip, truncated file, ...
+            raise ValueError(refused_pickle_message(Path(path), str(exc))) from None
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ValueError(f"{path}: cannot be read as {expected} ({type(exc).__name__}: {reason})") from exc
 
