@@ -1,4 +1,4 @@
-"""The output folder of `rolekd train`, `distill` and `search`: it belongs to one config, as a run folder does.
+"""The output folder of every command (`rolekd run`, `train`, `distill`, `search`): it belongs to one config.
 
 ``config.yaml`` is written when the folder is claimed; ``--resume`` compares against it, so a run is never
 continued with another lr or another data subset without a word.
@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..atomic import atomic_write_text, make_dirs
-from ..config import ExperimentConfig, dump_config, require_same_config
+from ..config import ConfigError, ExperimentConfig, dump_config, require_same_config
 
 CONFIG_FILE = "config.yaml"
 
@@ -28,7 +28,10 @@ def claim_folder(cfg: ExperimentConfig, out: str | Path, resume: bool, progress:
             raise OutputFolderError(f"{out} already holds a run ({progress}); pass --resume to continue it or choose "
                                     "another --out")
         if saved.is_file():
-            require_same_config(saved, cfg, out)
+            try:
+                require_same_config(saved, cfg, out)
+            except ConfigError as exc:
+                raise OutputFolderError(str(exc)) from None
             return out
     atomic_write_text(saved, dump_config(cfg))  # a new folder, or one made before folders recorded their config
     return out

@@ -4,12 +4,12 @@ metric files, the same numbers in ``report.json``, schedule plots (Fig. 3) and l
 from __future__ import annotations
 
 import json
-import statistics
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..config import ExperimentConfig
 from ..train import atomic_write_json, atomic_write_text
+from .stats import spread
 
 if TYPE_CHECKING:
     from .run import Row
@@ -19,12 +19,6 @@ DEMO_NOTE = (
     "{population} and {search_epochs} search epochs: it shows the pipeline end to end in minutes, "
     "not the method's accuracy. See `configs/paper/` and `configs/cpu/` for real settings.\n"
 )
-
-
-def _stats(values: list[float]) -> dict[str, float]:
-    mean = statistics.fmean(values)
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return {"mean": mean, "std": std, "n": len(values)}
 
 
 def _fmt(s: dict[str, float]) -> str:
@@ -45,7 +39,7 @@ def collect_row(out: Path, row: "Row", seeds: list[int]) -> dict[str, Any] | Non
         last.append(accs[-1])
         best.append(max(accs))
         curves[seed] = accs
-    return {"key": row.key, "label": row.label, "role": row.role, "last": _stats(last), "best": _stats(best),
+    return {"key": row.key, "label": row.label, "role": row.role, "last": spread(last), "best": spread(best),
             "last_per_seed": last, "best_per_seed": best, "curves": curves}
 
 
@@ -183,8 +177,6 @@ def _search_rows(out: Path, schedules: dict[str, Any]) -> list[dict[str, Any]]:
         active = sum(1 for p in sched.policies if p.prob_sum > 0)
         population = None
         if summary is not None and summary.get("final_val_acc"):
-            from .stats import spread
-
             population = spread(list(summary["final_val_acc"].values()))
         rows.append({"schedule": key, "search": label, "summary": summary, "epochs_with_augmentation": active,
                      "epochs": len(sched.policies), "population": population})
@@ -246,6 +238,7 @@ def write_report(out: Path, cfg: ExperimentConfig, rows: list["Row"], times: dic
             results.append({**r, "augmentation": augmentation(cfg, row)})
     skipped = skipped_rows(cfg)
     diffs = comparisons(results)
+    distill = _distill_line(cfg)
     plots = out / "plots"
     images = _plot_schedules(schedules, plots)
     _plot_curves(results, plots / "curves.png")
@@ -256,7 +249,7 @@ def write_report(out: Path, cfg: ExperimentConfig, rows: list["Row"], times: dic
         "teacher": {"model": cfg.teacher.model, "epochs": cfg.teacher.train.epochs},
         "student": {"model": cfg.student.model, "w_bits": cfg.student.w_bits, "a_bits": cfg.student.a_bits,
                     "epochs": cfg.student.train.epochs},
-        "distill": cfg.distill.method, "distill_settings": _distill_line(cfg),
+        "distill": cfg.distill.method, "distill_settings": distill,
         "rows": [{k: v for k, v in r.items() if k != "curves"} for r in results],
         "skipped_rows": skipped, "schedule_sources": sources, "comparisons": diffs,
         "wall_time_s": times, "plots": images, "searches": searches,
@@ -271,7 +264,7 @@ def write_report(out: Path, cfg: ExperimentConfig, rows: list["Row"], times: dic
         f"KD: {cfg.distill.method}. Search: population {cfg.search.population}, {cfg.search.epochs} epochs on "
         f"{cfg.data.reduced_train} training / {cfg.data.reduced_val} validation images. Seeds: {cfg.pipeline.seeds}.",
         "",
-        f"KD: {_distill_line(cfg)}.",
+        f"KD: {distill}.",
         "",
         *[f"Schedule {k}: {v}." for k, v in sorted(sources.items())],
         *([""] if sources else []),

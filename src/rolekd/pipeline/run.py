@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Literal
 
-from ..atomic import make_dirs
-from ..config import ConfigError, ExperimentConfig, dump_config, require_same_config
-from ..train import atomic_write_json, atomic_write_text, load_checkpoint
+from ..config import ExperimentConfig
+from ..train import atomic_write_json, load_checkpoint
+from .folders import CONFIG_FILE, OutputFolderError, claim_folder
 from .setup import Prepared, prepare
 from .stages import TeacherHandle, load_teacher, train_network
 
@@ -100,8 +100,7 @@ class RunState:
         atomic_write_json(self.path, self.times)
 
 
-class RunFolderError(ValueError):
-    pass
+RunFolderError = OutputFolderError  # the name rolekd run has always raised
 
 
 def validate_names(cfg: ExperimentConfig) -> None:
@@ -145,19 +144,9 @@ def given_schedule(cfg: ExperimentConfig) -> Path | None:
 
 
 def claim_run_folder(cfg: ExperimentConfig, out: Path, resume: bool) -> None:
-    """A run folder belongs to one config: refuse to mix, never overwrite silently."""
-    saved = out / "config.yaml"
-    text = dump_config(cfg)
-    if saved.is_file():
-        if not resume:
-            raise RunFolderError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-        try:
-            require_same_config(saved, cfg, out)
-        except ConfigError as exc:
-            raise RunFolderError(str(exc)) from None
-        return
-    make_dirs(out, "--out")
-    atomic_write_text(saved, text)
+    """A run folder belongs to one config: refuse to mix, never overwrite silently (its progress starts with
+    the config it records, so an existing ``config.yaml`` already needs ``--resume``)."""
+    claim_folder(cfg, out, resume, progress=CONFIG_FILE)
 
 
 def _seed_dir(out: Path, row: Row, seed: int) -> Path:
