@@ -120,7 +120,8 @@ def test_mhgd_initialisation_follows_the_authors_length_scaled_to_the_run():
 
 
 def _tiny_student_setup(*overrides: str):
-    from rolekd.pipeline.networks import build_network, network_meta
+    from rolekd.pipeline.networks import network_meta
+    from rolekd.quant import build_network
     from rolekd.pipeline.setup import prepare
     from rolekd.pipeline.stages import TeacherHandle
 
@@ -182,7 +183,8 @@ def test_zero_initialisation_epochs_distil_through_the_untrained_attention_netwo
 
 
 def test_a_teacher_of_another_architecture_is_one_line_naming_both(tmp_path):
-    from rolekd.pipeline.networks import build_network, network_meta
+    from rolekd.pipeline.networks import network_meta
+    from rolekd.quant import build_network
     from rolekd.pipeline.setup import prepare
     from rolekd.pipeline.stages import load_teacher
 

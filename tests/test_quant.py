@@ -11,11 +11,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from rolekd.models import ActivationSite, FeatureTaps, build_model, default_taps
+from rolekd.pipeline.commands import export
 from rolekd.quant import (
     ActQuant,
     QuantConv2d,
     QuantLinear,
-    export_command,
     export_packed,
     load_packed,
     model_size_report,
@@ -570,7 +570,7 @@ def test_loading_never_unpickles_arbitrary_objects(tmp_path):
     with pytest.raises(ValueError, match="bad.pt"):
         load_packed(bad)
     with pytest.raises(ValueError, match="bad.pt"):
-        export_command(bad, tmp_path / "out.pt")
+        export(bad, tmp_path / "out.pt")
     assert _UNPICKLED == []
 
 
@@ -579,7 +579,7 @@ def test_export_command_from_a_training_checkpoint(tmp_path):
     quantize_model(model, 2, 2)
     ckpt = tmp_path / "ckpt.pt"
     torch.save({"model": model.state_dict(), "meta": {**meta_for(2, 2), "role": "student"}, "epoch": 3}, ckpt)
-    table = export_command(ckpt, tmp_path / "out" / "student.pt")
+    table = export(ckpt, tmp_path / "out" / "student.pt").table()
     assert "fp32" in table and "packed W2/A2" in table and "x" in table
     x = images()
     assert torch.equal(load_packed(tmp_path / "out" / "student.pt")(x), model.eval()(x))
@@ -593,11 +593,11 @@ def test_bad_checkpoints_are_one_line_errors_naming_the_file(tmp_path):
     bad_meta = tmp_path / "bad_meta.pt"
     torch.save({"model": resnet8().state_dict(), "meta": {**meta_for(2, 2), "w_bits": 9}}, bad_meta)
     cases = [
-        (tmp_path / "missing.pt", "no such file"), (corrupt, "cannot be read"), (no_meta, "meta"), (bad_meta, "w_bits")
+        (tmp_path / "missing.pt", "not found"), (corrupt, "not a loadable checkpoint"), (no_meta, "meta"), (bad_meta, "w_bits")
     ]
     for path, what in cases:
         with pytest.raises(ValueError, match=what) as info:
-            export_command(path, tmp_path / "out.pt")
+            export(path, tmp_path / "out.pt")
         assert path.name in str(info.value) and "\n" not in str(info.value)
 
 

@@ -15,7 +15,8 @@ from conftest import write_cifar
 from rolekd.augment.policy import Policy
 from rolekd.augment.schedule import Schedule
 from rolekd.config import config_from_dict
-from rolekd.pipeline.networks import build_network, network_meta
+from rolekd.pipeline.networks import network_meta
+from rolekd.quant import build_network
 from rolekd.pipeline.search_stage import search_command
 from rolekd.search import read_history, reconstruct
 from rolekd.train import save_checkpoint

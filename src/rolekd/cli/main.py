@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 from typing import Callable
 
 EPILOG = """examples:
@@ -118,57 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# ---- helpers -----------------------------------------------------------------------------------------
+# ---- commands: each calls its function in rolekd.pipeline.commands and prints what it returns ----------
 
 
-def _load_cfg(args: argparse.Namespace, default: str | None = None):
-    from ..config import load_config
-    from ..plugins import import_user_modules
-
-    import_user_modules(getattr(args, "imports", []))
-    return load_config(getattr(args, "config", None) or default, args.overrides)
-
-
-def _prepare(cfg, args):
-    from ..pipeline.setup import prepare
-
-    return prepare(cfg, args.data_dir)
-
-
-def _default_out(cfg, role: str, args) -> Path:
-    """The output folder, refused before any data is loaded when a file is in its way."""
-    from ..atomic import check_folder_path
-
-    return check_folder_path(Path(args.out) if args.out else Path("runs") / cfg.name / role, "--out")
-
-
-def _claim(cfg, out: Path, args, progress: str = "last.pt") -> None:
-    from ..pipeline.folders import claim_folder
-
-    claim_folder(cfg, out, args.resume, progress)
-
-
-def _load_schedule(path: str | None):
-    """``--schedule``: a schedule JSON or a packaged schedule's name (``pba-rcifar10``)."""
-    if not path:
-        return None
-    from ..augment.schedule import Schedule
-
-    return Schedule.load(path)
-
-
-def _report_fit(label: str, result, out: Path) -> None:
-    from .progress import console
-
-    last = result.last
-    acc = last.get("val_acc", float("nan"))
-    console.print(
-        f"[bold green]{label} done[/]: last-epoch accuracy {100 * acc:.2f}%, best {100 * result.best_acc:.2f}% "
-        f"(epoch {result.best_epoch}) — checkpoints and metrics in {out}"
-    )
-
-
-# ---- commands ----------------------------------------------------------------------------------------
+def _config_args(args: argparse.Namespace) -> dict:
+    return {"overrides": args.overrides, "imports": getattr(args, "imports", [])}
 
 
 def _progress_factory(label: str, epochs: int):
@@ -177,151 +130,89 @@ def _progress_factory(label: str, epochs: int):
     return TrainingProgress(label, epochs)
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from ..atomic import check_folder_path
+def _say(text: str) -> None:
     from .progress import console
 
-    cfg = _load_cfg(args, default="demo")
-    out = check_folder_path(Path(args.out) if args.out else Path("runs") / cfg.name, "--out")
-    say = console.print
-    if cfg.pipeline.experiment == "shift_equivariance":
-        from ..pipeline.setup import prepare
-        from ..pipeline.shift_toy import run_shift_toy
+    console.print(text)
 
-        result = run_shift_toy(cfg, prepare(cfg, args.data_dir), out, resume=args.resume,
-                               callback_factory=_progress_factory)
-        console.print((out / "report.md").read_text() if (out / "report.md").is_file() else result)
+
+def _report_fit(result) -> None:
+    _say(f"[bold green]{result.role} done[/]: last-epoch accuracy {100 * result.accuracy:.2f}%, best "
+         f"{100 * result.best_accuracy:.2f}% (epoch {result.best_epoch}) — checkpoints and metrics in {result.out}")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from ..pipeline import commands
+
+    result = commands.run(args.config, out=args.out, resume=args.resume, data_dir=args.data_dir,
+                          progress=_progress_factory, say=_say, **_config_args(args))
+    if result.experiment == "shift_equivariance":  # the toy's report.md is its whole result
+        _say(result.report_path.read_text() if result.report_path.is_file() else str(result.report))
         return 0
-    from ..pipeline.run import run_pipeline
-
-    say(f"[bold]rolekd run[/] {cfg.name}: {cfg.data.dataset}, teacher {cfg.teacher.model}, student {cfg.student.model} "
-        f"W/A {cfg.student.w_bits}/{cfg.student.a_bits}, KD {cfg.distill.method} -> {out}")
-    report = run_pipeline(cfg, out, resume=args.resume, data_dir=args.data_dir, progress=_progress_factory, say=say)
-    console.print()
-    console.print(report["table"])
-    console.print(f"\nreport: {out / 'report.md'}  plots: {out / 'plots'}")
+    _say("")
+    _say(result.table)
+    _say(f"\nreport: {result.report_path}  plots: {result.out / 'plots'}")
     return 0
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from ..pipeline.search_stage import search_command
-    from ..search.run import EXPERIMENT, TUNER_STATE
-    from .progress import console
+    from ..pipeline import commands
 
-    cfg = _load_cfg(args)
-    out = _default_out(cfg, f"search_{args.role}", args)
-    if args.role == "student" and not args.teacher:
-        raise ValueError("--role student needs --teacher CHECKPOINT (the fixed, trained teacher)")
-    _claim(cfg, out, args, progress=f"{EXPERIMENT}/{TUNER_STATE}")
-    result = search_command(cfg, args.role, args.teacher, out, address=args.address or cfg.search.address,
-                            resume=args.resume, data_dir=args.data_dir)
-    console.print(f"best trial {result.best_trial}: validation accuracy {100 * result.best_acc:.2f}%; "
-                  f"schedule written to {result.schedule_path}")
+    result = commands.search(args.config, args.role, teacher=args.teacher, out=args.out, address=args.address,
+                             resume=args.resume, data_dir=args.data_dir, progress=True, **_config_args(args))
+    _say(f"best trial {result.best_trial}: validation accuracy {100 * result.best_acc:.2f}%; "
+         f"schedule written to {result.schedule_path}")
     return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from ..pipeline.stages import role_config, train_network
-    from .progress import TrainingProgress, console
+    from ..pipeline import commands
 
-    cfg = _load_cfg(args)
-    out = _default_out(cfg, args.role, args)
-    prep = _prepare(cfg, args)
-    net = role_config(cfg, args.role)
-    _claim(cfg, out, args)
-    console.print(f"training the {args.role} [bold]{net.model}[/] on {prep.full.name} "
-                  f"({len(prep.full.train)} train / {len(prep.full.test)} test images, {prep.device})")
-    with TrainingProgress(args.role, net.train.epochs) as cb:
-        result = train_network(cfg, prep, args.role, out, schedule=_load_schedule(args.schedule),
-                               agents=cfg.student.agents if args.role == "student" else (),
-                               resume=args.resume, callback=cb)
-    _report_fit(args.role, result, out)
+    _report_fit(commands.train(args.config, role=args.role, out=args.out, schedule=args.schedule, resume=args.resume,
+                               data_dir=args.data_dir, progress=_progress_factory, say=_say, **_config_args(args)))
     return 0
 
 
 def cmd_distill(args: argparse.Namespace) -> int:
-    from ..pipeline.stages import load_teacher, train_network
-    from .progress import TrainingProgress, console
+    from ..pipeline import commands
 
-    cfg = _load_cfg(args)
-    out = _default_out(cfg, "student", args)
-    prep = _prepare(cfg, args)
-    teacher = load_teacher(args.teacher, cfg, prep)
-    _claim(cfg, out, args)
-    s = cfg.student
-    console.print(f"distilling {teacher.meta['model']} -> {s.model} (W/A {s.w_bits}/{s.a_bits}) "
-                  f"with {cfg.distill.method} on {prep.full.name} ({prep.device})")
-    with TrainingProgress("student", s.train.epochs) as cb:
-        result = train_network(cfg, prep, "student", out, schedule=_load_schedule(args.schedule), teacher=teacher,
-                               agents=cfg.student.agents, resume=args.resume, callback=cb)
-    _report_fit("student", result, out)
+    _report_fit(commands.distill(args.config, args.teacher, out=args.out, schedule=args.schedule,
+                                 resume=args.resume, data_dir=args.data_dir, progress=_progress_factory, say=_say,
+                                 **_config_args(args)))
     return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from ..pipeline.networks import load_trained_network
-    from ..train import checkpoint_in, evaluate_model
-    from .progress import console
+    from ..pipeline import commands
 
-    cfg = _load_cfg(args, default="demo")
-    path, note = checkpoint_in(args.checkpoint)
-    if note:
-        console.print(note)
-    model, meta = load_trained_network(path)
-    prep = _prepare(cfg, args)
-    if meta["num_classes"] != prep.full.num_classes:
-        raise ValueError(f"{path} predicts {meta['num_classes']} classes; dataset {prep.full.name!r} has {prep.full.num_classes}")
-    model = model.to(prep.device)
-    res = evaluate_model(model, prep.full.test, prep.normalizer, cfg.data.eval_batch_size)
-    size = ""
-    try:
-        from ..quant import model_size_report
-
-        rep = model_size_report(model)
-        size = f"  size {rep.get('fp32_bytes', 0) / 1e6:.2f} MB fp32 -> {rep.get('packed_bytes', 0) / 1e6:.2f} MB deployed"
-    except ImportError:
-        pass
-    console.print(f"{meta['model']} W/A {meta.get('w_bits', 32)}/{meta.get('a_bits', 32)} on {prep.full.name} test "
-                  f"({len(prep.full.test)} images): top-1 {100 * res['acc']:.2f}%  loss {res['loss']:.4f}{size}")
+    result = commands.evaluate(args.checkpoint, args.config, data_dir=args.data_dir, **_config_args(args))
+    if result.note:
+        _say(result.note)
+    _say(result.line())
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from ..quant import export_command
-    from .progress import console
+    from ..pipeline import commands
 
-    console.print(export_command(args.checkpoint, args.output))
+    _say(commands.export(args.checkpoint, args.output).table())
     return 0
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from ..augment.plot import plot_command
-    from .progress import console
+    from ..pipeline import commands
 
-    if len(args.schedules) > 2:
-        raise ValueError(f"plot takes one or two schedules (teacher, student), got {len(args.schedules)}")
-    console.print(f"wrote {plot_command(args.schedules, args.output)}")
+    _say(f"wrote {commands.plot(args.schedules, args.output)}")
     return 0
 
 
 def cmd_preview(args: argparse.Namespace) -> int:
-    from ..augment.plot import preview_command
-    from .progress import console
+    from ..pipeline import commands
 
-    cfg = _load_cfg(args, default="demo")
-    if args.agent and not (args.teacher and args.student):
-        raise ValueError(f"--agent {args.agent} needs --teacher and --student checkpoints: the pair it generates for")
-    if args.agent and (args.policy or args.op):
-        raise ValueError("--agent shows an agent's samples; expected it without --policy or --op")
-    prep = _prepare(cfg, args)
-    if args.agent:
-        from ..pipeline.agent_preview import agent_preview_command
-
-        out = agent_preview_command(cfg, prep, args.agent, args.teacher, args.student, args.n, args.output, args.seed)
-        console.print(f"wrote {out}")
-        return 0
-    images = prep.full.test.images[: args.n].cpu()
-    console.print(f"wrote {preview_command(args.policy, args.op, args.mag, images, args.output, args.seed)}")
+    out = commands.preview(args.config, output=args.output, policy=args.policy, op=args.op, mag=args.mag,
+                           agent=args.agent, teacher=args.teacher, student=args.student, n=args.n, seed=args.seed,
+                           data_dir=args.data_dir, **_config_args(args))
+    _say(f"wrote {out}")
     return 0
 
 

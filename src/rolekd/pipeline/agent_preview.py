@@ -9,21 +9,15 @@ from torch import nn
 
 from ..augment.base import AugmentContext, Batch
 from ..config import ExperimentConfig
-from ..train import load_checkpoint, load_weights
-from .networks import build_network
+from ..quant import load_network
 from .setup import Prepared
 from .stages import load_teacher
 
 
 def load_student(path: str | Path, prep: Prepared) -> tuple[nn.Module, dict]:
     """A student checkpoint's network (quantised as it was trained) and the whole checkpoint."""
-    state = load_checkpoint(path, map_location=prep.device)
-    meta = state.get("meta")
-    if not meta:
-        raise ValueError(f"student {path} holds no network description; expected a last.pt or best.pt written by rolekd")
-    model = build_network(meta)
-    load_weights(model, state, f"student {path}", meta)
-    return model.to(prep.device).eval(), state
+    loaded = load_network(path, device=prep.device, label=f"student {path}")
+    return loaded.model.eval(), loaded.payload
 
 
 def agent_preview_command(

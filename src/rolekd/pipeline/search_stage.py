@@ -22,7 +22,9 @@ from ..config import ExperimentConfig, config_from_dict
 from ..data import Dataset, ImageSet, Normalizer
 from ..plugins import load_plugins, plugin_state
 from ..search import SearchResult, TrialParts, run_search
-from .networks import build_network
+from ..search.run import EXPERIMENT, TUNER_STATE
+from .folders import claim_folder
+from ..quant import load_network
 from .setup import Prepared, prepare, resolve_device
 from .stages import Role, TeacherHandle, build_role_trainer, load_teacher, prepare_objective, role_config
 
@@ -37,10 +39,12 @@ def search_command(
     data_dir: str | None = None,
     progress: bool = True,
     prep: Prepared | None = None,
+    claim: bool = False,
 ) -> SearchResult:
     """Search the augmentation schedule of ``role`` and write ``schedule.json`` into ``out_dir``.
 
-    ``prep`` reuses data already loaded by the caller (the pipeline). Bad input (a student search
+    ``prep`` reuses data already loaded by the caller (the pipeline); ``claim`` makes ``out_dir`` this
+    search's own folder (``rolekd search``; a run's searches live in its claimed folder). Bad input (a student search
     without a teacher checkpoint, a missing checkpoint, a teacher of other classes, a trial that
     cannot be built, GPU trials without a GPU share) is a one-line ``ValueError`` before Ray starts.
     """
@@ -48,13 +52,15 @@ def search_command(
         raise ValueError("--role student needs --teacher CHECKPOINT: the trained teacher to distil from")
     if role == "teacher" and teacher_path is not None:
         raise ValueError("--teacher is only for --role student; a teacher search trains the teacher itself")
+    out = Path(out_dir) if out_dir is not None else Path("runs") / cfg.name / f"search_{role}"
+    if claim:
+        claim_folder(cfg, out, resume, f"{EXPERIMENT}/{TUNER_STATE}")
     search_cfg = cfg.search.model_copy(update={"address": address or cfg.search.address})
     use_gpu = _trials_use_gpu(cfg, search_cfg.address is not None)
     prep = prep or prepare(cfg, data_dir, device=torch.device("cpu"))
     teacher = load_teacher(teacher_path, cfg, prep) if teacher_path is not None else None
     args = search_args(cfg, role, prep, teacher)
     make_trial_trainer({**args, "config": {**args["config"], "device": "cpu"}}, 0)  # fail here, not in 16 trials
-    out = Path(out_dir) if out_dir is not None else Path("runs") / cfg.name / f"search_{role}"
     return run_search(
         make_trial_trainer, args, search_cfg, out,
         use_gpu=use_gpu, resume=resume, progress=progress, label=f"search {role}", seed=cfg.seed,
@@ -140,7 +146,5 @@ def _trial_data(d: dict[str, Any], device: torch.device) -> Prepared:
 def _trial_teacher(t: dict[str, Any] | None, device: torch.device) -> TeacherHandle | None:
     if t is None:
         return None
-    model = build_network(t["meta"])
-    model.load_state_dict(t["state"])
-    model.to(device).eval().requires_grad_(False)
-    return TeacherHandle(model, t["meta"], t["path"])
+    loaded = load_network(t["state"], meta=t["meta"], device=device, label=f"teacher {t['path']}")
+    return TeacherHandle(loaded.model.eval().requires_grad_(False), loaded.meta, t["path"])

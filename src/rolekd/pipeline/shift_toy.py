@@ -36,8 +36,8 @@ from ..atomic import make_dirs
 from ..augment.baseline import random_crop
 from ..config import ExperimentConfig, dump_config
 from ..data import Dataset, ImageSet, Normalizer
-from ..train import atomic_write_json, atomic_write_text, evaluate_model, load_checkpoint
-from .networks import build_network
+from ..quant import load_network
+from ..train import atomic_write_json, atomic_write_text, evaluate_model
 from .setup import Prepared
 from .stages import load_teacher, train_network
 
@@ -120,10 +120,7 @@ def row_config(cfg: ExperimentConfig, row: ToyRow, max_shift: int, image_size: i
 
 
 def _load_student(path: Path, prep: Prepared) -> nn.Module:
-    state = load_checkpoint(path, prep.device)
-    model = build_network(state["meta"]).to(prep.device)
-    model.load_state_dict(state["model"])
-    return model.eval()
+    return load_network(path, device=prep.device).model.eval()
 
 
 def _accuracies(model: nn.Module, prep: Prepared, test_sets: dict[str, ImageSet], batch_size: int) -> dict[str, float]:

@@ -15,8 +15,9 @@ from ..augment.base import Augmenter
 from ..augment.baseline import BaselineAugmenter
 from ..config import ExperimentConfig, NetworkConfig
 from ..data import Dataset, Normalizer
+from ..quant import build_network, load_network
 from ..train import CrossEntropy, FitResult, Objective, Trainer, fit, load_checkpoint, load_weights
-from .networks import build_network, network_meta
+from .networks import network_meta
 from .setup import Prepared
 
 Role = Literal["teacher", "student"]
@@ -37,17 +38,14 @@ def role_config(cfg: ExperimentConfig, role: Role) -> NetworkConfig:
 
 def load_teacher(path: str | Path, cfg: ExperimentConfig, prep: Prepared) -> TeacherHandle:
     """Load a teacher checkpoint and check it fits the data before any training starts."""
-    state = load_checkpoint(path, map_location=prep.device)
-    meta = state.get("meta") or network_meta(cfg.teacher, prep.full.num_classes, prep.full.image_shape, "teacher")
-    if meta.get("num_classes") != prep.full.num_classes:
+    described = network_meta(cfg.teacher, prep.full.num_classes, prep.full.image_shape, "teacher")  # a bare state_dict
+    loaded = load_network(path, meta=described, device=prep.device, label=f"teacher {path}")
+    if loaded.meta.get("num_classes") != prep.full.num_classes:
         raise ValueError(
-            f"teacher {path} predicts {meta.get('num_classes')} classes but dataset {prep.full.name!r} has "
+            f"teacher {path} predicts {loaded.meta.get('num_classes')} classes but dataset {prep.full.name!r} has "
             f"{prep.full.num_classes}; expected a teacher trained on this dataset"
         )
-    model = build_network(meta)
-    load_weights(model, state, f"teacher {path}", meta)
-    model.to(prep.device).eval().requires_grad_(False)
-    return TeacherHandle(model, meta, str(path))
+    return TeacherHandle(loaded.model.eval().requires_grad_(False), loaded.meta, str(path))
 
 
 def build_augmenters(cfg: ExperimentConfig, schedule: Any = None, agents: list[Augmenter] | None = None) -> list[Augmenter]:

@@ -10,17 +10,9 @@ from .dorefa import (
     quantize_k,
     quantize_weight,
 )
-from .export import (
-    PACKED_FORMAT,
-    ExportReport,
-    export_command,
-    export_packed,
-    load_packed,
-    model_size_report,
-    pack_codes,
-    packed_model,
-    unpack_codes,
-)
+from .export import PACKED_FORMAT, ExportReport, export_packed, model_size_report, pack_codes, packed_model, unpack_codes
+from .load import LoadedNetwork, load_network, load_packed
+from .network import build_network, check_meta
 
 __all__ = [
     "PACKED_FORMAT",
@@ -29,9 +21,12 @@ __all__ = [
     "QuantConv2d",
     "QuantLinear",
     "QuantReport",
+    "LoadedNetwork",
+    "build_network",
     "check_bits",
-    "export_command",
+    "check_meta",
     "export_packed",
+    "load_network",
     "load_packed",
     "load_state_strict",
     "model_size_report",

@@ -7,18 +7,16 @@ File layout (a plain ``torch.save`` dict, readable with ``torch.load(..., weight
      "layers": {module_path: {"bits": int, "shape": [int, ...], "codes": uint8 tensor, "scale": tensor (1-bit)}},
      "state":  {state_dict key: tensor}}   # first/last layer, BatchNorm, biases: everything not packed
 
-``meta`` rebuilds the architecture through ``rolekd.models.build_model`` + ``quantize_model`` (an optional
-``keep_first_last`` key, default True, is honoured), so a model must come from the registry to be exported.
+``meta`` rebuilds the architecture (:func:`rolekd.quant.network.build_network`: a registry model, quantised as
+its bits say), so a model must come from the registry to be exported. Files are read back with
+:func:`rolekd.quant.load.load_network` (or :func:`~rolekd.quant.load.load_packed`).
 """
 
 from __future__ import annotations
 
 import io
-import json
 import os
-import pickle
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -26,13 +24,11 @@ from torch import Tensor, nn
 
 from ..atomic import atomic_write_bytes
 from ..models import build_model
-from .convert import load_state_strict, quantize_model, state_mismatch
-from .dorefa import FULL_PRECISION, QuantWeightMixin, check_bits, codes_to_weight, weight_codes
+from .convert import load_state_strict, state_mismatch
+from .dorefa import FULL_PRECISION, QuantWeightMixin, codes_to_weight, weight_codes
+from .network import build_network, check_meta
 
 PACKED_FORMAT = "rolekd-packed-v1"
-_META_TYPES: dict[str, type] = {"model": str, "num_classes": int, "model_args": dict, "w_bits": int, "a_bits": int}
-_META_HELP = "a meta dict with model (str), num_classes (int), model_args (dict), w_bits and a_bits (int)"
-_CHECKPOINT_HELP = "a training checkpoint dict {'model': state_dict, 'meta': {...}} readable with weights_only=True"
 
 PathArg = str | os.PathLike
 
@@ -110,7 +106,7 @@ class ExportReport:
 
 def export_packed(model: nn.Module, path: PathArg, meta: dict[str, Any]) -> ExportReport:
     """Write ``model`` with its quantised weights as packed integer codes (atomically) and report the sizes."""
-    meta = _check_meta(meta, "export meta")
+    meta = check_meta(meta, "export meta")
     bits = tuple(getattr(model, "quant_bits", (FULL_PRECISION, FULL_PRECISION)))
     if bits != (meta["w_bits"], meta["a_bits"]):
         raise ValueError(
@@ -127,21 +123,13 @@ def export_packed(model: nn.Module, path: PathArg, meta: dict[str, Any]) -> Expo
     return ExportReport(str(path), meta["w_bits"], meta["a_bits"], fp32_bytes, os.path.getsize(path))
 
 
-def load_packed(path: PathArg) -> nn.Module:
-    """Rebuild an exported model for inference (eval mode): its quantised layers hold the deployed weight values.
-
-    The logits are bit-identical to the exported model's on CPU. To fine-tune instead, build and quantise a fresh
-    model and :func:`~rolekd.quant.warm_start` it from a training checkpoint.
-    """
-    return packed_model(_read(path, f"a packed model written by export_packed (format {PACKED_FORMAT!r})"), str(path))[0]
-
 
 def packed_model(payload: Any, source: str) -> tuple[nn.Module, dict[str, Any]]:
     """The model (eval mode) and export metadata of an already-read packed file; ``source`` names it in errors."""
     if not isinstance(payload, dict) or payload.get("format") != PACKED_FORMAT:
         raise ValueError(f"{source}: not a packed model (expected a dict with format {PACKED_FORMAT!r})")
-    meta = _check_meta(payload.get("meta"), source)
-    model = _rebuild(meta)
+    meta = check_meta(payload.get("meta"), source)
+    model = build_network(meta)
     modules = dict(model.named_modules())
     state = dict(payload.get("state", {}))
     for name, entry in payload.get("layers", {}).items():
@@ -158,17 +146,6 @@ def packed_model(payload: Any, source: str) -> tuple[nn.Module, dict[str, Any]]:
     load_state_strict(model, state, source)
     return model.eval(), meta
 
-
-def export_command(checkpoint_path: PathArg, out_path: PathArg) -> str:
-    """``rolekd export CHECKPOINT -o FILE``: rebuild the student from a training checkpoint, export it packed,
-    and return a short table of fp32 vs packed size."""
-    ckpt = _read(checkpoint_path, _CHECKPOINT_HELP)
-    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict):
-        raise ValueError(f"{checkpoint_path}: expected {_CHECKPOINT_HELP}; it has no 'model' state_dict")
-    meta = _check_meta(ckpt.get("meta"), f"{checkpoint_path} 'meta'")
-    model = _rebuild(meta)
-    load_state_strict(model, ckpt["model"], f"{checkpoint_path} 'model'")
-    return export_packed(model, out_path, meta).table()
 
 
 def _entry_fits(entry: Any, layer: nn.Module | None) -> bool:
@@ -190,30 +167,6 @@ def _pack_layer(name: str, layer: QuantWeightMixin) -> dict[str, Any]:
     return entry
 
 
-def _check_meta(meta: Any, source: str) -> dict[str, Any]:
-    """Validate the rebuild metadata: required keys and types, valid bits, JSON-serialisable."""
-    if not isinstance(meta, dict):
-        raise ValueError(f"{source}: expected {_META_HELP}, got {type(meta).__name__}")
-    for key, kind in _META_TYPES.items():
-        if key not in meta:
-            raise ValueError(f"{source}: missing {key!r}; expected {_META_HELP}")
-        if not isinstance(meta[key], kind) or isinstance(meta[key], bool):
-            raise ValueError(f"{source}: {key!r} must be {kind.__name__}, got {meta[key]!r}")
-    check_bits(meta["w_bits"], f"{source}: w_bits")
-    check_bits(meta["a_bits"], f"{source}: a_bits")
-    try:
-        json.dumps(meta)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{source}: meta must be JSON-serialisable ({exc})") from exc
-    return dict(meta)
-
-
-def _rebuild(meta: dict[str, Any]) -> nn.Module:
-    """The network meta describes; at W/A = 32/32 it is left unconverted, like the training pipeline leaves it."""
-    model = build_model(meta["model"], meta["num_classes"], **meta["model_args"])
-    if (meta["w_bits"], meta["a_bits"]) != (FULL_PRECISION, FULL_PRECISION):
-        quantize_model(model, meta["w_bits"], meta["a_bits"], keep_first_last=meta.get("keep_first_last", True))
-    return model
 
 
 def _check_rebuilds(model: nn.Module, meta: dict[str, Any]) -> None:
@@ -226,20 +179,6 @@ def _check_rebuilds(model: nn.Module, meta: dict[str, Any]) -> None:
             f"export: meta ({meta['model']!r}, {meta['model_args']}) does not rebuild this model: {problem}"
         )
 
-
-def _read(path: PathArg, expected: str) -> Any:
-    """torch.load with weights_only=True (never unpickles arbitrary objects); any failure is a one-line ValueError."""
-    if not os.path.isfile(path):
-        raise ValueError(f"{path}: no such file; expected {expected}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt zip, truncated file, disallowed pickle global, ...
-        if isinstance(exc, pickle.UnpicklingError) and "GLOBAL" in str(exc):  # say what it means, not torch's advice
-            from ..train.checkpoint import refused_pickle_message
-
-            raise ValueError(refused_pickle_message(Path(path), str(exc))) from None
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ValueError(f"{path}: cannot be read as {expected} ({type(exc).__name__}: {reason})") from exc
 
 
 
