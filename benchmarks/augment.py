@@ -29,9 +29,10 @@ import time
 
 import numpy as np
 import torch
-from PIL import Image, ImageEnhance, ImageOps
+from PIL import Image
 
 from rolekd.augment.ops import OP_NAMES
+from rolekd.augment.pil_reference import CIFAR10_MEAN, CIFAR10_STD, COLOUR_OPS, FILL, pil_op
 from rolekd.augment.policy import Policy, apply_policy
 
 # Final policy of arcelien/pba schedules/rcifar10_16_wrn.txt (PBA's 60-int encoding, py2 order).
@@ -39,9 +40,6 @@ LATE_POLICY_PBA = [
     0, 6, 6, 6, 10, 0, 3, 4, 5, 8, 0, 9, 7, 3, 0, 6, 0, 2, 10, 5, 10, 2, 10, 6, 10, 9, 0, 8, 10, 7,
     2, 7, 8, 6, 6, 7, 10, 3, 9, 4, 0, 8, 0, 1, 5, 0, 8, 7, 3, 3, 2, 3, 0, 8, 3, 3, 5, 2, 7, 6,
 ]  # fmt: skip
-CIFAR10_MEAN = (0.49139968, 0.48215841, 0.44653091)
-CIFAR10_STD = (0.24703223, 0.24348513, 0.26158784)
-FILL = tuple(int(round(m * 255)) for m in CIFAR10_MEAN)
 
 
 def synthetic_images(n: int, seed: int = 0) -> np.ndarray:
@@ -59,38 +57,15 @@ def synthetic_images(n: int, seed: int = 0) -> np.ndarray:
 
 
 def _pil_op(img: Image.Image, name: str, level: int) -> Image.Image:
-    """One PBA op (``augmentation_transforms.py``) on an RGB image, fill = dataset mean."""
-    if name == "AutoContrast":
-        return ImageOps.autocontrast(img)
-    if name == "Equalize":
-        return ImageOps.equalize(img)
-    if name == "Invert":
-        return ImageOps.invert(img)
-    if name == "Posterize":
-        return ImageOps.posterize(img, 4 - int(level * 4 / 10))
-    if name == "Solarize":
-        return ImageOps.solarize(img, 256 - int(level * 256 / 10))
-    if name in ("Color", "Contrast", "Brightness", "Sharpness"):
-        return getattr(ImageEnhance, name)(img).enhance(float(level) * 1.8 / 10 + 0.1)
+    """One PBA op on an RGB image (``rolekd.augment.pil_reference``), fill = dataset mean; the
+    sign and Cutout's centre drawn as PBA does (``random`` / ``np.random``)."""
+    if name in COLOUR_OPS:
+        return pil_op(img, name, level)
     sign = -1 if random.random() > 0.5 else 1
-    if name == "Rotate":
-        return img.rotate(sign * int(level * 30 / 10), fillcolor=FILL)
-    if name == "Cutout":
-        size = int(level * 20 / 10)
-        if size <= 0:
-            return img
-        cy, cx = np.random.randint(0, 32), np.random.randint(0, 32)
-        img = img.copy()
-        half = size // 2
-        img.paste(FILL, (max(0, cx - half), max(0, cy - half), min(32, cx + half), min(32, cy + half)))
-        return img
-    coeffs = {
-        "ShearX": (1, sign * level * 0.3 / 10, 0, 0, 1, 0),
-        "ShearY": (1, 0, 0, sign * level * 0.3 / 10, 1, 0),
-        "TranslateX": (1, 0, sign * int(level), 0, 1, 0),
-        "TranslateY": (1, 0, 0, 0, 1, sign * int(level)),
-    }[name]
-    return img.transform((32, 32), Image.AFFINE, coeffs, fillcolor=FILL)
+    center = (0, 0)
+    if name == "Cutout" and int(level * 20 / 10) > 0:
+        center = (np.random.randint(0, 32), np.random.randint(0, 32))  # (row, col)
+    return pil_op(img, name, level, sign, center, FILL)
 
 
 def _pil_policy(img: Image.Image, triples: list[tuple[str, float, int]]) -> Image.Image:

@@ -1,8 +1,9 @@
 """Batched PBA ops against a straightforward per-image Pillow reference.
 
-The reference below is written from PBA's ``augmentation_transforms.py`` (one Pillow call per
-image, PBA's magnitude formulas spelled out literally), on RGB images with ``fillcolor`` = the
-dataset mean, which is the fill semantic the package implements.
+The reference, :mod:`rolekd.augment.pil_reference` (shared with ``benchmarks/augment.py``), is
+written from PBA's ``augmentation_transforms.py`` (one Pillow call per image, PBA's magnitude
+formulas spelled out literally), on RGB images with ``fillcolor`` = the dataset mean, which is
+the fill semantic the package implements.
 
 Tolerances (stated, and asserted):
 * colour ops (AutoContrast, Equalize, Invert, Posterize, Solarize, Color, Contrast, Brightness,
@@ -21,23 +22,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageEnhance, ImageOps
+from PIL import Image
 
 from rolekd.augment import ops
 from rolekd.augment.ops import OP_NAMES, OPS
+from rolekd.augment.pil_reference import COLOUR_OPS, FILL, pil_op
 
-FILL = (125, 123, 114)
-COLOUR_OPS = [
-    "AutoContrast",
-    "Equalize",
-    "Invert",
-    "Posterize",
-    "Solarize",
-    "Color",
-    "Contrast",
-    "Brightness",
-    "Sharpness",
-]
 GEOMETRIC = ["Rotate", "ShearX", "ShearY", "TranslateX", "TranslateY"]
 
 
@@ -71,47 +61,7 @@ def make_images(n: int = 16, h: int = 32, w: int = 32, seed: int = 0) -> torch.T
     return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
 
 
-# ------------------------------------------------------------------ Pillow reference
-
-
-def pil_reference(
-    img: Image.Image, name: str, level: int, sign: int = 1, center=(0, 0), fill=FILL
-) -> Image.Image:
-    """One PBA op on one RGB PIL image, with PBA's formulas and ``fillcolor=fill``."""
-    w, h = img.size
-    if name == "AutoContrast":
-        return ImageOps.autocontrast(img)
-    if name == "Equalize":
-        return ImageOps.equalize(img)
-    if name == "Invert":
-        return ImageOps.invert(img)
-    if name == "Posterize":
-        return ImageOps.posterize(img, 4 - int(level * 4 / 10))
-    if name == "Solarize":
-        return ImageOps.solarize(img, 256 - int(level * 256 / 10))
-    if name in ("Color", "Contrast", "Brightness", "Sharpness"):
-        factor = float(level) * 1.8 / 10 + 0.1
-        return getattr(ImageEnhance, name)(img).enhance(factor)
-    if name == "Rotate":
-        return img.rotate(sign * int(level * 30 / 10), fillcolor=fill)
-    if name == "ShearX":
-        return img.transform((w, h), Image.AFFINE, (1, sign * level * 0.3 / 10, 0, 0, 1, 0), fillcolor=fill)
-    if name == "ShearY":
-        return img.transform((w, h), Image.AFFINE, (1, 0, 0, sign * level * 0.3 / 10, 1, 0), fillcolor=fill)
-    if name == "TranslateX":
-        t = sign * int(level * 10 / 10) * w / 32
-        return img.transform((w, h), Image.AFFINE, (1, 0, t, 0, 1, 0), fillcolor=fill)
-    if name == "TranslateY":
-        t = sign * int(level * 10 / 10) * h / 32
-        return img.transform((w, h), Image.AFFINE, (1, 0, 0, 0, 1, t), fillcolor=fill)
-    if name == "Cutout":
-        size = int(int(level * 20 / 10) * min(h, w) / 32)
-        arr = np.array(img)
-        if size > 0:
-            cy, cx = center
-            arr[max(0, cy - size // 2) : min(h, cy + size // 2), max(0, cx - size // 2) : min(w, cx + size // 2)] = fill
-        return Image.fromarray(arr)
-    raise KeyError(name)
+# ------------------------------------------------------------------ Pillow reference on a batch
 
 
 def reference_batch(images: torch.Tensor, name: str, levels, signs=None, centers=None) -> torch.Tensor:
@@ -119,7 +69,7 @@ def reference_batch(images: torch.Tensor, name: str, levels, signs=None, centers
     for i, arr in enumerate(images.permute(0, 2, 3, 1).numpy()):
         sign = 1 if signs is None else int(signs[i])
         center = (0, 0) if centers is None else tuple(int(v) for v in centers[i])
-        res = pil_reference(Image.fromarray(arr), name, int(levels[i]), sign, center)
+        res = pil_op(Image.fromarray(arr), name, int(levels[i]), sign, center)
         out.append(torch.from_numpy(np.array(res)).permute(2, 0, 1))
     return torch.stack(out)
 
@@ -142,6 +92,10 @@ def assert_geometric_close(ours: torch.Tensor, ref: torch.Tensor, what: str) -> 
 @pytest.fixture(scope="module")
 def images() -> torch.Tensor:
     return make_images()
+
+
+def test_reference_fill_is_cifar10_mean() -> None:
+    assert FILL == (125, 123, 114)
 
 
 def test_op_names_canonical() -> None:

@@ -29,7 +29,8 @@ from rolekd.augment import (
 import numpy as np
 from PIL import Image
 
-from test_augment_ops import FILL, make_images, pil_reference
+from rolekd.augment.pil_reference import FILL, pil_op
+from test_augment_ops import make_images
 
 # Chi-square critical values at p = 0.001 (df = 2 and df = 5): a correct sampler fails 1 in 1000.
 CHI2_CRIT = {2: 13.82, 5: 20.52}
@@ -245,7 +246,7 @@ def test_policy_batch_matches_pillow_end_to_end() -> None:
             op = int(plan.ops[i, k])
             if op >= 0:
                 center = tuple(plan.centers[i, k].tolist())
-                img = pil_reference(img, OP_NAMES[op], int(plan.levels[i, k]), int(plan.signs[i, k]), center)
+                img = pil_op(img, OP_NAMES[op], int(plan.levels[i, k]), int(plan.signs[i, k]), center)
         ref.append(torch.from_numpy(np.array(img)).permute(2, 0, 1))
     assert bool((plan.num_applied == 2).any())
     assert (out == torch.stack(ref)).float().mean() >= 0.99
