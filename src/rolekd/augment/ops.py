@@ -29,7 +29,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
-from typing import Callable, Literal, Sequence
+from typing import Literal, Sequence
 
 import torch
 
@@ -816,7 +816,6 @@ class OpSpec:
     """
 
     name: str
-    fn: Callable[..., torch.Tensor]
     kind: OpKind
     signed: bool = False
 
@@ -834,16 +833,10 @@ class OpSpec:
         return _single(self.name, images, levels, signs if self.signed else None, centers, fill)
 
 
-_FNS = {
-    "AutoContrast": auto_contrast, "Equalize": equalize, "Invert": invert, "Rotate": rotate,
-    "Posterize": posterize, "Solarize": solarize, "Color": color, "Contrast": contrast,
-    "Brightness": brightness, "Sharpness": sharpness, "ShearX": shear_x, "ShearY": shear_y,
-    "TranslateX": translate_x, "TranslateY": translate_y, "Cutout": cutout,
-}  # fmt: skip
 _KIND = {op: kind for kind, ops in _FAMILIES for op in ops}
 #: Registry: op name -> :class:`OpSpec`, in ``OP_NAMES`` order.
 OPS: dict[str, OpSpec] = {
-    name: OpSpec(name, _FNS[name], _KIND[name], signed=name in GEOMETRIC_OPS) for name in OP_NAMES
+    name: OpSpec(name, _KIND[name], signed=name in GEOMETRIC_OPS) for name in OP_NAMES
 }
 
 
