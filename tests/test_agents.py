@@ -260,6 +260,7 @@ def mean_disagreement(agent, teacher, student, x, seed=123):
         return agent.losses(x, teacher, student, torch.Generator().manual_seed(seed))["disagreement"].item()
 
 
+@pytest.mark.slow
 def test_hard_updates_raise_the_disagreement_on_held_out_batches(trained, digits):
     teacher, student = trained
     ds, norm = digits
@@ -273,6 +274,7 @@ def test_hard_updates_raise_the_disagreement_on_held_out_batches(trained, digits
     assert after > 2 * before, (before, after)
 
 
+@pytest.mark.slow
 def test_huge_consistency_keeps_the_teachers_top1(trained, digits):
     teacher, student = trained
     ds, norm = digits
@@ -407,6 +409,7 @@ def make_trainer(teacher, seed=0):
                    context_models={"teacher": teacher}), agent
 
 
+@pytest.mark.slow
 def test_agents_in_the_training_loop_resume_exactly(tmp_path):
     torch.manual_seed(0)
     teacher = build_model("cnn", 4, width=4).eval().requires_grad_(False)

@@ -28,6 +28,7 @@ def test_unknown_config_key_is_one_line_exit_2():
     assert "Traceback" not in r.stderr
 
 
+@pytest.mark.slow
 def test_train_then_eval_on_the_embedded_demo(tmp_path, capsys):
     out = tmp_path / "t"
     args = ["--set", "teacher.train.epochs=2", "--set", "teacher.model_args.width=8", "--out", str(out)]
@@ -41,6 +42,7 @@ def test_train_then_eval_on_the_embedded_demo(tmp_path, capsys):
     assert main(["train", "demo", *args, "--resume"]) == 0
 
 
+@pytest.mark.slow
 def test_user_module_import_registers_a_model(tmp_path):
     mod = _write_user_models(tmp_path)
     out = tmp_path / "o"
@@ -51,6 +53,7 @@ def test_user_module_import_registers_a_model(tmp_path):
     assert state["meta"]["model"] == "my_linear"
 
 
+@pytest.mark.slow
 def test_eval_of_the_packed_export_equals_eval_of_the_checkpoint(tmp_path, capsys):
     out = tmp_path / "s"
     small = ["--set", "student.model_args.width=8", "--set", "student.train.epochs=1", "--set", "student.init_from=scratch"]
@@ -76,6 +79,7 @@ def _write_user_models(folder):
     return mod
 
 
+@pytest.mark.slow
 def test_search_trials_know_the_users_imported_models(tmp_path):
     """Ray trials are other processes: a model registered by --import must exist there too."""
     mod = _write_user_models(tmp_path)
@@ -116,6 +120,7 @@ def test_import_of_a_broken_file_is_one_line_naming_the_error(tmp_path):
     assert "broken.py: SyntaxError" in r.stderr and r.stderr.strip().count("\n") == 0
 
 
+@pytest.mark.slow
 def test_agent_preview_restores_the_learned_hard_augmentor(tmp_path, capsys):
     small = ["--set", "teacher.model_args.width=8", "--set", "student.model_args.width=8"]
     t, s = tmp_path / "t", tmp_path / "s"
@@ -229,6 +234,7 @@ def test_resume_with_other_settings_names_the_fields_that_differ(tmp_path, comma
                              "teacher.train.lr (saved 0.2, now 0.05); student.train.lr (saved 0.2, now 0.001)")
 
 
+@pytest.mark.slow
 def test_train_resume_with_the_same_settings_continues_and_records_the_config(tmp_path):
     out = tmp_path / "t"
     small = ["--set", "teacher.model_args.width=8", "--set", "teacher.train.epochs=1"]

@@ -133,6 +133,7 @@ def _tiny_student_setup(*overrides: str):
     return cfg, prep, TeacherHandle(model, meta, "memory")
 
 
+@pytest.mark.slow
 def test_prepare_objective_runs_the_resolved_number_of_initialisation_epochs():
     from rolekd.data import batch_indices
     from rolekd.pipeline.stages import build_role_trainer, prepare_objective

@@ -56,6 +56,7 @@ def finished_run(tmp_path_factory):
     return out, report
 
 
+@pytest.mark.slow
 def test_every_stage_writes_its_files(finished_run):
     out, _ = finished_run
     for path in ("config.yaml", "stage_alpha/schedule.json", "stage_beta/schedule.json",
@@ -66,6 +67,7 @@ def test_every_stage_writes_its_files(finished_run):
         assert (out / path).is_file(), path
 
 
+@pytest.mark.slow
 def test_report_table_matches_report_json_and_metric_files(finished_run):
     out, report = finished_run
     cfg = tiny_cfg()
@@ -82,6 +84,7 @@ def test_report_table_matches_report_json_and_metric_files(finished_run):
         assert rows[row.label]["best"]["mean"] == max(accs)
 
 
+@pytest.mark.slow
 def test_report_summarises_each_search_from_its_records(finished_run):
     out, report = finished_run
     searches = {s["schedule"]: s for s in report["searches"]}
@@ -97,6 +100,7 @@ def test_report_summarises_each_search_from_its_records(finished_run):
         assert empty_note == (active == 0)
 
 
+@pytest.mark.slow
 def test_resume_mid_stage_beta_skips_alpha_and_matches_uninterrupted(finished_run, tmp_path):
     done, _ = finished_run
     out = tmp_path / "demo"
@@ -136,6 +140,7 @@ def test_resume_mid_stage_beta_skips_alpha_and_matches_uninterrupted(finished_ru
     assert _table_numbers((out / "report.md").read_text()) == _table_numbers((done / "report.md").read_text())
 
 
+@pytest.mark.slow
 def test_a_run_folder_of_another_config_is_refused(finished_run, tmp_path):
     out, _ = finished_run
     with pytest.raises(RunFolderError, match=r"another config: student.w_bits \(saved 2, now 4\)"):
@@ -166,6 +171,7 @@ def _state_hash(state: dict) -> str:
     return digest.hexdigest()
 
 
+@pytest.mark.slow
 def test_no_row_changes_the_teacher_the_other_rows_receive(finished_run, tmp_path):
     """DML trains its teacher as a peer: it must train a copy, not the cached teacher later rows use."""
     from rolekd.augment.schedule import Schedule
@@ -192,6 +198,7 @@ def test_no_row_changes_the_teacher_the_other_rows_receive(finished_run, tmp_pat
     assert "train_kd_dml_peer" in kd_metrics  # the rows did train a peer
 
 
+@pytest.mark.slow
 def test_warm_start_and_teacher_schedule_rows_train_without_kd(finished_run):
     from rolekd.train import load_checkpoint
 

@@ -69,6 +69,7 @@ def trial_rows(out: Path) -> dict[str, list[dict]]:
     return rows
 
 
+@pytest.mark.slow
 def test_teacher_search_exploits_and_writes_a_valid_schedule(tmp_path, data_dir, ray_cleanup):
     # Asynchronous PBT exploits at random: with interval 2 and quantile 0.25, 1 search in 8 had
     # none (measured); interval 1 and the bottom half cloning the top half make one near-certain.
@@ -95,6 +96,7 @@ def test_teacher_search_exploits_and_writes_a_valid_schedule(tmp_path, data_dir,
     assert all("val_acc" in row and "train_ce" in row for r in rows.values() for row in r)
 
 
+@pytest.mark.slow
 def test_student_search_distils_from_the_teacher(tmp_path, data_dir, ray_cleanup):
     cfg = tiny_config(method="soft", lam=1.0)
     teacher = tmp_path / "teacher.pt"

@@ -24,6 +24,7 @@ TINY = [
 ]
 
 
+@pytest.mark.slow
 def test_kd_plus_hard_beats_plain_kd_on_shifted_digits(tmp_path):
     cfg = load_config("toy/shift_equivariance", TINY)
     prep = prepare(cfg, device=torch.device("cpu"))

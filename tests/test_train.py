@@ -32,6 +32,7 @@ def make_trainer(epochs=4, objective=None, augment=True, seed=0, **cfg):
     return Trainer(model, data, data, objective or CrossEntropy(), augs, tc, NORM, seed=seed)
 
 
+@pytest.mark.slow
 def test_tiny_model_overfits_64_images():
     t = make_trainer(epochs=40, augment=False, lr_schedule="constant", weight_decay=0.0)
     r = fit(t, None)
