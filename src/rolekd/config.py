@@ -28,13 +28,19 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-# Cutout side (px at 32x32) after a searched policy: PBA's CIFAR-10 setting (16), role-kd's CIFAR-100 one (8, as
-# its final stage-β training ran; PBA moved to 16 later); digits' 8x8 glyphs (upscaled) would lose too much: off.
-SCHEDULE_CUTOUT = {"cifar10": 16, "cifar100": 8, "folder": 16, "digits": 0}
+def _registered(kind: str, name: str) -> str:
+    """Names that code registers (datasets, agents) are checked against their registry when a config is read."""
+    if kind == "dataset":
+        from .data import available_datasets as names
+    else:
+        from .agents import available_agents as names
+    if name not in names():
+        raise ValueError(f"unknown {kind} {name!r}; expected one of: {', '.join(names())}")
+    return name
 
 
 class DataConfig(_Section):
-    dataset: Literal["digits", "cifar10", "cifar100", "folder"] = "digits"
+    dataset: str = Field("digits", description="a registered dataset: digits, cifar10, cifar100, folder, or your own")
     root: str | None = Field(None, description="image folder for dataset=folder (root/<class>/*.png|jpg)")
     image_size: int = Field(32, ge=8, le=1024, description="images of a folder dataset are resized to this")
     train_subset: int | None = Field(
@@ -56,10 +62,20 @@ class DataConfig(_Section):
     )
     eval_batch_size: int = Field(1000, ge=1)
 
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, v: str) -> str:
+        return _registered("dataset", v)
+
     @property
     def resolved_schedule_cutout(self) -> int:
-        """``schedule_cutout``, or the dataset's default (:data:`SCHEDULE_CUTOUT`)."""
-        return SCHEDULE_CUTOUT[self.dataset] if self.schedule_cutout is None else self.schedule_cutout
+        """``schedule_cutout``, or the dataset's default: PBA's CIFAR-10 setting (16), role-kd's CIFAR-100 one (8,
+        as its final stage-β training ran), none for digits' upscaled 8x8 glyphs (see ``rolekd.data``)."""
+        if self.schedule_cutout is not None:
+            return self.schedule_cutout
+        from .data import dataset_spec
+
+        return dataset_spec(self.dataset).schedule_cutout
 
 
 class TrainConfig(_Section):
@@ -121,12 +137,18 @@ class StudentConfig(NetworkConfig):
     w_bits: int = 32
     a_bits: int = 32
     init_from: Literal["teacher", "scratch"] = "teacher"
-    agents: list[Literal["backward", "hard"]] = Field(
-        default_factory=list, description="augmentation agents after the schedule (settings in the agents section)"
+    agents: list[str] = Field(
+        default_factory=list, description="augmentation agents after the schedule: backward, hard or your own "
+        "(settings in the agents section)"
     )
     train: TrainConfig = Field(
         default_factory=lambda: TrainConfig(optimizer="adam", lr=1e-3, weight_decay=1e-5)
     )
+
+    @field_validator("agents")
+    @classmethod
+    def _known_agents(cls, v: list[str]) -> list[str]:
+        return [_registered("augmentation agent", name) for name in v]
 
     @field_validator("w_bits", "a_bits", mode="before")
     @classmethod
@@ -266,9 +288,12 @@ class ExperimentConfig(_Section):
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
 
     @model_validator(mode="after")
-    def _folder_needs_root(self) -> "ExperimentConfig":
-        if self.data.dataset == "folder" and not self.data.root:
-            raise ValueError("data.root: dataset 'folder' needs data.root, the folder holding <class>/ subfolders")
+    def _dataset_root(self) -> "ExperimentConfig":
+        from .data import dataset_spec
+
+        if dataset_spec(self.data.dataset).needs_root and not self.data.root:
+            raise ValueError(f"data.root: dataset {self.data.dataset!r} needs data.root, the folder holding "
+                             "<class>/ subfolders")
         return self
 
 

@@ -105,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policy", help="schedule or policy JSON (default: a random policy)")
     p.add_argument("--op", help="show this single op at probability 10")
     p.add_argument("--mag", type=int, default=5, help="magnitude 0..9 for --op (the levels a schedule uses)")
-    p.add_argument("--agent", choices=["backward", "hard"], help="show this agent's samples (needs --teacher, --student)")
+    p.add_argument("--agent", help="show this agent's samples: backward, hard or a registered one (needs --teacher, "
+                   "--student)")
     p.add_argument("--teacher", help="teacher checkpoint, for --agent")
     p.add_argument("--student", help="student checkpoint (last.pt restores HARD's augmentor), for --agent")
     p.add_argument("--seed", type=int, default=0)

@@ -8,6 +8,7 @@ from pathlib import Path
 from .cifar import DataError, load_cifar
 from .digits import load_digits_dataset
 from .folder import load_folder
+from .registry import DatasetSpec, available_datasets, dataset_spec, register_dataset
 from .splits import SplitError, balanced_split
 from .tensors import Dataset, ImageSet, Normalizer, batch_indices, channel_stats, steps_per_epoch
 
@@ -19,16 +20,25 @@ def data_dir(explicit: str | None = None) -> Path:
     return Path(explicit or os.environ.get("ROLEKD_DATA") or DEFAULT_DATA_DIR).expanduser()
 
 
+def _folder(root: str | None, image_size: int, download: bool) -> Dataset:
+    if root is None:
+        raise DataError("data.root: dataset 'folder' needs data.root, the folder holding <class>/ subfolders")
+    return load_folder(root, image_size)
+
+
+register_dataset("digits", DatasetSpec(lambda root, size, download: load_digits_dataset(size),
+                                       "digits (embedded demo set, scikit-learn)", 0))
+register_dataset("cifar10", DatasetSpec(
+    lambda root, size, download: load_cifar("cifar10", data_dir(root), download),
+    "CIFAR-10 (as found in the data directory; label accuracies on the JPEG copy as \"CIFAR-10 (JPEG copy)\")", 16))
+register_dataset("cifar100", DatasetSpec(lambda root, size, download: load_cifar("cifar100", data_dir(root), download),
+                                         "CIFAR-100", 8))
+register_dataset("folder", DatasetSpec(_folder, "an image folder (data.root)", 16, needs_root=True))
+
+
 def load_dataset(name: str, root: str | None = None, image_size: int = 32, download: bool = True) -> Dataset:
-    if name == "digits":
-        return load_digits_dataset(image_size)
-    if name in ("cifar10", "cifar100"):
-        return load_cifar(name, data_dir(root), download)
-    if name == "folder":
-        if root is None:
-            raise DataError("dataset 'folder' needs data.root")
-        return load_folder(root, image_size)
-    raise DataError(f"unknown dataset {name!r}; expected digits, cifar10, cifar100 or folder")
+    """The registered dataset ``name``; ``root`` is its folder (``needs_root``) or the data directory."""
+    return dataset_spec(name).load(root, image_size, download)
 
 
 def reduced_split(ds: Dataset, n_train: int, n_val: int, seed: int) -> Dataset:
@@ -38,7 +48,7 @@ def reduced_split(ds: Dataset, n_train: int, n_val: int, seed: int) -> Dataset:
 
 
 __all__ = [
-    "DataError", "Dataset", "ImageSet", "Normalizer", "SplitError", "balanced_split", "batch_indices",
-    "channel_stats", "data_dir", "load_cifar", "load_dataset", "load_digits_dataset", "load_folder",
-    "reduced_split", "steps_per_epoch",
+    "DataError", "Dataset", "DatasetSpec", "ImageSet", "Normalizer", "SplitError", "balanced_split", "batch_indices",
+    "available_datasets", "channel_stats", "data_dir", "dataset_spec", "load_cifar", "load_dataset", "load_digits_dataset", "load_folder",
+    "reduced_split", "register_dataset", "steps_per_epoch",
 ]

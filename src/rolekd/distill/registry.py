@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
 from torch import nn
 
@@ -30,19 +30,32 @@ from .soft import SoftKD
 if TYPE_CHECKING:
     from ..config import DistillConfig
 
+class NoDistillation(KDMethod):
+    """``method: none``: no KD term; the student trains on labels alone (cross-entropy), no teacher needed."""
+
+    name = "none"
+    distills: ClassVar[bool] = False
+
+
 _METHODS: Registry[type[KDMethod]] = Registry("distill method")
-for _cls in (SoftKD, DML, RKD, MHGD, KDSVD, IIKD, DKD):
+for _cls in (NoDistillation, SoftKD, DML, RKD, MHGD, KDSVD, IIKD, DKD):
     _METHODS.add(_cls.name, _cls)
 
 
 def register_method(cls: type[KDMethod]) -> type[KDMethod]:
     """Class decorator adding a user's :class:`KDMethod` under its ``name``."""
-    require(bool(cls.name) and cls.name != "none", f"a distill method needs a name other than 'none', got {cls.name!r}")
+    require(bool(cls.name), f"a distill method needs a name, got {cls.name!r}")
     return _METHODS.add(cls.name, cls)
 
 
 def available_methods() -> list[str]:
-    return ["none", *_METHODS.names()]
+    """Registered method names, ``none`` (no KD) first."""
+    return sorted(_METHODS.names(), key=lambda name: (name != NoDistillation.name, name))
+
+
+def distills(method: str) -> bool:
+    """Whether ``method`` adds a KD term (every registered method but ``none``)."""
+    return getattr(_METHODS.get(method, "distill.method"), "distills", True)
 
 
 _SETTINGS = ("lam", "clip_grad", "temperature", "options")  # a method's own defaults apply where unset
@@ -92,11 +105,11 @@ def resolve_settings(config: DistillConfig | Mapping[str, Any]) -> DistillSettin
     require(not bad, f"distill.per_method.{method}: unknown setting(s) {', '.join(bad)}; accepted: {', '.join(_SETTINGS)}")
     value = {k: own.get(k) if own.get(k) is not None else section.get(k) for k in _SETTINGS}
     options = {**dict(section.get("options") or {}), **dict(own.get("options") or {})}
-    if method == "none":
-        require(not options, f"distill method 'none' takes no options, got {sorted(options)}")
-        return None
     require(method in _METHODS, f"unknown distill method {method!r}; expected one of: {', '.join(available_methods())}")
     cls = _METHODS.get(method)
+    if not getattr(cls, "distills", True):
+        require(not options, f"distill method {method!r} takes no options, got {sorted(options)}")
+        return None
     params = inspect.signature(cls).parameters
     temperature = None
     if "temperature" in params:

@@ -35,13 +35,11 @@ def agent_preview_command(
     A HARD agent's learned augmentor is restored from the student's ``last.pt`` when it holds one;
     otherwise the preview shows the untrained augmentor and says so on stderr.
     """
-    from ..agents import agent_preview, build_agents, restore_from_checkpoint
+    from ..agents import AGENTS, agent_preview, restore_from_checkpoint
 
-    if agent_name not in ("backward", "hard"):
-        raise ValueError(f"unknown agent {agent_name!r}; expected backward or hard")
+    agent = AGENTS.get(agent_name, "--agent").build(cfg)  # an unknown name fails here, before any network loads
     teacher = load_teacher(teacher_path, cfg, prep)
     student, state = load_student(student_path, prep)
-    (agent,) = build_agents([agent_name], cfg)
     restored = restore_from_checkpoint(agent, state)
     if agent_name == "hard" and not restored:
         import sys

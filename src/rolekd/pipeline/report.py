@@ -45,11 +45,11 @@ def collect_row(out: Path, row: "Row", seeds: list[int]) -> dict[str, Any] | Non
 
 def augmentation(cfg: ExperimentConfig, row: "Row") -> str:
     """What a row trained with, in words: its schedule, agents, crop/flip and cutout."""
-    from .run import AGENT_LABELS
+    from ..agents import agent_label
     from .stages import augmentation_cutout
 
     parts = [row.schedule] if row.schedule else []
-    parts += [AGENT_LABELS.get(a, a) for a in row.agents]
+    parts += [agent_label(a) for a in row.agents]
     d = cfg.data
     base = [f"crop {d.crop_padding}" if d.crop_padding else "", "flip" if d.flip else ""]
     parts += [b for b in base if b]
@@ -212,9 +212,9 @@ def _search_section(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def _dataset_label(cfg: ExperimentConfig) -> str:
-    if cfg.data.dataset == "cifar10":
-        return "CIFAR-10 (as found in the data directory; label accuracies on the JPEG copy as \"CIFAR-10 (JPEG copy)\")"
-    return {"digits": "digits (embedded demo set, scikit-learn)", "cifar100": "CIFAR-100"}.get(cfg.data.dataset, cfg.data.dataset)
+    from ..data import dataset_spec
+
+    return dataset_spec(cfg.data.dataset).title
 
 
 def _distill_line(cfg: ExperimentConfig) -> str:

@@ -58,9 +58,6 @@ PAPER_ROWS = [
         baseline="student_vanilla"),
 ]
 
-AGENT_LABELS = {"backward": "backward-pass samples", "hard": "HARD"}
-
-
 def skipped_rows(cfg: ExperimentConfig) -> dict[str, str]:
     """Rows switched on but meaningless for this config, with the reason (shown in the report)."""
     skipped = {}
@@ -78,8 +75,10 @@ def plan_rows(cfg: ExperimentConfig) -> list[Row]:
     skipped = skipped_rows(cfg)
     rows = [r for r in PAPER_ROWS if (r.baseline is None or r.baseline in cfg.pipeline.baselines)
             and r.key not in skipped]
+    from ..agents import agent_label
+
     for name in cfg.student.agents:
-        rows.append(Row(f"student_beta_{name}", f"Student + KD + A_S + {AGENT_LABELS[name]}", "student", "A_S", True,
+        rows.append(Row(f"student_beta_{name}", f"Student + KD + A_S + {agent_label(name)}", "student", "A_S", True,
                         (name,), folder=f"stage_beta/student_{name}"))
     return rows
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from ..config import ExperimentConfig
-from ..data import Dataset, Normalizer, balanced_split, channel_stats, load_dataset, reduced_split
+from ..data import Dataset, Normalizer, balanced_split, channel_stats, dataset_spec, load_dataset, reduced_split
 
 
 @dataclass
@@ -45,7 +45,7 @@ def prepare(cfg: ExperimentConfig, data_dir: str | None = None, device: torch.de
     (and every search trial on the reduced split) see identically normalised inputs.
     """
     d = cfg.data
-    root = d.root if d.dataset == "folder" else data_dir
+    root = d.root if dataset_spec(d.dataset).needs_root else data_dir
     ds = load_dataset(d.dataset, root, d.image_size)
     if d.train_subset is not None:
         ds = _train_subset(ds, d.train_subset, d.split_seed)

@@ -103,7 +103,9 @@ def check_toy_config(cfg: ExperimentConfig) -> None:
         )
     if cfg.agents.hard.mode != "translation":
         raise ValueError("shift_equivariance: expected agents.hard.mode: translation")
-    if cfg.distill.method == "none":
+    from ..distill import distills
+
+    if not distills(cfg.distill.method):
         raise ValueError("shift_equivariance: expected a KD method in distill.method (e.g. soft), got 'none'")
 
 

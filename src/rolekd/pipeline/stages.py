@@ -73,7 +73,7 @@ def augmentation_cutout(cfg: ExperimentConfig, scheduled: bool) -> int:
 def build_objective_for(
     cfg: ExperimentConfig, student: nn.Module, teacher: TeacherHandle | None, net: NetworkConfig, distill: bool = True
 ) -> Objective:
-    if teacher is None or not distill or cfg.distill.method == "none":
+    if teacher is None or not distill:
         return CrossEntropy(net.train.label_smoothing)
     from ..distill import build_objective
 
