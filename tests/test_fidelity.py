@@ -134,13 +134,13 @@ def _tiny_student_setup(*overrides: str):
 
 
 @pytest.mark.slow
-def test_prepare_objective_runs_the_resolved_number_of_initialisation_epochs():
+def test_initialize_objective_runs_the_resolved_number_of_initialisation_epochs():
     from rolekd.data import batch_indices
-    from rolekd.pipeline.stages import build_role_trainer, prepare_objective
+    from rolekd.pipeline.stages import build_role_trainer, initialize_objective
 
     cfg, prep, teacher = _tiny_student_setup("student.train.epochs=10", "distill.method=mhgd")
     parts = build_role_trainer(cfg, "student", prep.full, prep.normalizer, prep.device, teacher=teacher, seed=0)
-    prepare_objective(parts.objective, cfg, prep.full, prep, 0)
+    initialize_objective(parts.objective, cfg, prep.full, prep, 0, cfg.student.train.epochs)
     per_epoch = len(list(batch_indices(len(prep.full.train), cfg.student.train.batch_size,
                                        torch.Generator().manual_seed(0), True, prep.device)))
     assert parts.objective.method.fit_steps == 2 * per_epoch  # 20 % of 10 epochs
@@ -162,14 +162,14 @@ def test_the_student_search_trains_without_the_agent_rows_agents():
 
 
 def test_zero_initialisation_epochs_distil_through_the_untrained_attention_network_as_role_kd():
-    from rolekd.pipeline.stages import build_role_trainer, prepare_objective
+    from rolekd.pipeline.stages import build_role_trainer, initialize_objective
     from rolekd.train.objective import StepContext
 
     cfg, prep, teacher = _tiny_student_setup("distill.method=iikd", "distill.init_epochs=0")
     parts = build_role_trainer(cfg, "student", prep.full, prep.normalizer, prep.device, teacher=teacher, seed=0)
     objective = parts.objective
     random_weights = {k: v.clone() for k, v in objective.method.mhgd.graphs.state_dict().items()}
-    prepare_objective(objective, cfg, prep.full, prep, 0)
+    initialize_objective(objective, cfg, prep.full, prep, 0, cfg.student.train.epochs)
     assert objective.method.mhgd.fit_steps == 0 and not objective.needs_initialization
     assert all(torch.equal(v, objective.method.mhgd.graphs.state_dict()[k]) for k, v in random_weights.items())
     from rolekd.augment.base import Batch

@@ -128,9 +128,9 @@ def test_population_fits_at_once_on_an_embedded_ray(monkeypatch, population, cpu
 
     monkeypatch.setattr(run.os, "cpu_count", lambda: 2)
     cfg = SearchConfig(population=population, cpus_per_trial=cpus_per_trial, max_concurrent=max_concurrent)
-    assert run._fits_at_once(cfg, use_gpu=False) is fits
-    assert run._fits_at_once(cfg.model_copy(update={"address": "ray://head:10001"}), use_gpu=False) is False
-    assert (run._population_warning(cfg, use_gpu=False) is None) is fits
+    assert run._fits_at_once(cfg, None, use_gpu=False) is fits
+    assert run._fits_at_once(cfg, "ray://head:10001", use_gpu=False) is False
+    assert (run._population_warning(cfg, None, use_gpu=False) is None) is fits
 
 
 @pytest.mark.parametrize("time_share, expected", [(True, "PAUSE"), (False, "CONTINUE")])

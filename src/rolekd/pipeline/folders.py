@@ -35,3 +35,8 @@ def claim_folder(cfg: ExperimentConfig, out: str | Path, resume: bool, progress:
             return out
     atomic_write_text(saved, dump_config(cfg))  # a new folder, or one made before folders recorded their config
     return out
+
+
+def seed_folder(folder: str | Path, seed: int) -> Path:
+    """Where one seed of a row trains inside a run folder (``<row folder>/seed<N>``), for every run layout."""
+    return Path(folder) / f"seed{seed}"

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import ExperimentConfig
 from ..train import atomic_write_json, atomic_write_text
+from .folders import seed_folder
 from .stats import spread
 
 if TYPE_CHECKING:
@@ -31,7 +32,7 @@ def collect_row(out: Path, row: "Row", seeds: list[int]) -> dict[str, Any] | Non
     """Last-epoch and best-epoch test accuracy of a row over seeds, read from its metrics files."""
     last, best, curves = [], [], {}
     for seed in seeds:
-        path = out / row.folder / f"seed{seed}" / "metrics.jsonl"
+        path = seed_folder(out / row.folder, seed) / "metrics.jsonl"
         if not path.is_file():
             return None
         rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

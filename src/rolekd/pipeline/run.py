@@ -16,7 +16,7 @@ from typing import Any, Callable, ContextManager, Literal
 
 from ..config import ExperimentConfig
 from ..train import atomic_write_json, load_checkpoint
-from .folders import CONFIG_FILE, OutputFolderError, claim_folder
+from .folders import CONFIG_FILE, OutputFolderError, claim_folder, seed_folder
 from .setup import Prepared, prepare
 from .stages import TeacherHandle, load_teacher, train_network
 
@@ -148,10 +148,6 @@ def claim_run_folder(cfg: ExperimentConfig, out: Path, resume: bool) -> None:
     claim_folder(cfg, out, resume, progress=CONFIG_FILE)
 
 
-def _seed_dir(out: Path, row: Row, seed: int) -> Path:
-    return out / row.folder / f"seed{seed}"
-
-
 def _is_complete(folder: Path, epochs: int) -> bool:
     last = folder / "last.pt"
     return last.is_file() and load_checkpoint(last).get("epoch") == epochs
@@ -242,7 +238,7 @@ class Pipeline:
 
     def _teacher_path(self, seed: int) -> str:
         teacher_row = next(r for r in PAPER_ROWS if r.key == "teacher_alpha")
-        return str(_seed_dir(self.out, teacher_row, seed) / "last.pt")
+        return str(seed_folder(self.out / teacher_row.folder, seed) / "last.pt")
 
     def _teacher(self, seed: int) -> TeacherHandle:
         if seed not in self.teachers:
@@ -252,7 +248,7 @@ class Pipeline:
     def _train(self, row: Row, seed: int) -> None:
         cfg = self.cfg
         net = cfg.teacher if row.role == "teacher" else cfg.student
-        folder = _seed_dir(self.out, row, seed)
+        folder = seed_folder(self.out / row.folder, seed)
         if _is_complete(folder, net.train.epochs):
             self.say(f"   done already ({folder})")
             return

@@ -26,7 +26,7 @@ from ..search.run import EXPERIMENT, TUNER_STATE
 from .folders import claim_folder
 from ..quant import load_network
 from .setup import Prepared, prepare, resolve_device
-from .stages import Role, TeacherHandle, build_role_trainer, load_teacher, prepare_objective, role_config
+from .stages import Role, TeacherHandle, build_role_trainer, check_objective, initialize_objective, load_teacher
 
 
 def search_command(
@@ -55,14 +55,14 @@ def search_command(
     out = Path(out_dir) if out_dir is not None else Path("runs") / cfg.name / f"search_{role}"
     if claim:
         claim_folder(cfg, out, resume, f"{EXPERIMENT}/{TUNER_STATE}")
-    search_cfg = cfg.search.model_copy(update={"address": address or cfg.search.address})
-    use_gpu = _trials_use_gpu(cfg, search_cfg.address is not None)
+    address = address or cfg.search.address
+    use_gpu = _trials_use_gpu(cfg, address is not None)
     prep = prep or prepare(cfg, data_dir, device=torch.device("cpu"))
     teacher = load_teacher(teacher_path, cfg, prep) if teacher_path is not None else None
     args = search_args(cfg, role, prep, teacher)
     make_trial_trainer({**args, "config": {**args["config"], "device": "cpu"}}, 0)  # fail here, not in 16 trials
     return run_search(
-        make_trial_trainer, args, search_cfg, out,
+        make_trial_trainer, args, cfg.search, out, address=address,
         use_gpu=use_gpu, resume=resume, progress=progress, label=f"search {role}", seed=cfg.seed,
     )
 
@@ -83,19 +83,13 @@ def _trials_use_gpu(cfg: ExperimentConfig, on_cluster: bool) -> bool:
     return True
 
 
-def search_config(cfg: ExperimentConfig, role: Role) -> ExperimentConfig:
-    """The role's recipe with ``train.epochs = search.epochs`` (the lr schedule spans the search)."""
-    out = cfg.model_copy(deep=True)
-    role_config(out, role).train.epochs = cfg.search.epochs
-    return out
-
-
 def search_args(cfg: ExperimentConfig, role: Role, prep: Prepared, teacher: TeacherHandle | None) -> dict[str, Any]:
     """Everything a trial needs, as plain data: numpy uint8 images go to Ray's object store once."""
     reduced = prep.reduced(cfg)
     return {
-        "config": search_config(cfg, role).model_dump(mode="json"),
+        "config": cfg.model_dump(mode="json"),
         "role": role,
+        "epochs": cfg.search.epochs,  # the role's recipe, its lr schedule spanning the search
         "plugins": plugin_state(),  # the user's --import modules: trials build their models too
         "data": {
             "name": reduced.name, "num_classes": reduced.num_classes, "classes": list(reduced.classes),
@@ -122,11 +116,9 @@ def make_trial_trainer(args: dict[str, Any], trial_seed: int) -> TrialParts:
     data = prep.full  # the reduced split: train / validation
     # no agents: the A_S search trains the student exactly as the stage-β row does (its agent rows are extra)
     parts = build_role_trainer(cfg, role, data, prep.normalizer, device, schedule=Policy.zeros(), teacher=teacher,
-                               agents=(), seed=seed)
-    check = getattr(parts.objective, "check", None)
-    if check is not None:  # cheap: fail while building (the driver's dry run), not epochs later
-        check(data.train.images[: min(8, len(data.train))], prep.normalizer)
-    prepare = functools.partial(prepare_objective, parts.objective, cfg, data, prep, seed)
+                               agents=(), epochs=args["epochs"], seed=seed)
+    check_objective(parts.objective, data, prep.normalizer)  # cheap: fail while building (the driver's dry run)
+    prepare = functools.partial(initialize_objective, parts.objective, cfg, data, prep, seed, args["epochs"])
     return TrialParts(parts.trainer, parts.augmenters[0], cfg.data.eval_batch_size, prepare)
 
 

@@ -38,6 +38,7 @@ from ..config import ExperimentConfig, dump_config
 from ..data import Dataset, ImageSet, Normalizer
 from ..quant import load_network
 from ..train import atomic_write_json, atomic_write_text, evaluate_model
+from .folders import seed_folder
 from .setup import Prepared
 from .stages import load_teacher, train_network
 
@@ -109,8 +110,8 @@ def check_toy_config(cfg: ExperimentConfig) -> None:
         raise ValueError("shift_equivariance: expected a KD method in distill.method (e.g. soft), got 'none'")
 
 
-def row_config(cfg: ExperimentConfig, row: ToyRow, max_shift: int, image_size: int) -> ExperimentConfig:
-    """The config one row trains with: for random shifts, the crop padding giving ``max_shift``."""
+def row_crop_padding(row: ToyRow, max_shift: int, image_size: int) -> int:
+    """The crop padding one row trains with: for random shifts, the padding giving ``max_shift``, else none."""
     padding = 0
     if row.random_shift:
         padding = round(max_shift * 32 / image_size)  # BaselineAugmenter's padding is given at 32x32
@@ -118,7 +119,7 @@ def row_config(cfg: ExperimentConfig, row: ToyRow, max_shift: int, image_size: i
             raise ValueError(
                 f"shift_equivariance: a {max_shift}-pixel shift cannot be expressed as crop padding at {image_size}px"
             )
-    return cfg.model_copy(update={"data": cfg.data.model_copy(update={"crop_padding": padding})})
+    return padding
 
 
 def _load_student(path: Path, prep: Prepared) -> nn.Module:
@@ -157,13 +158,13 @@ def run_shift_toy(
         "acc": {k: [v] for k, v in _accuracies(teacher.model, prep, test_sets, bs).items()},
     }]
     for row in ROWS:
-        run_cfg = row_config(cfg, row, max_shift, size)
+        padding = row_crop_padding(row, max_shift, size)
         acc: dict[str, list[float]] = {name: [] for name in test_sets}
         for seed in cfg.pipeline.seeds:
-            folder = out / row.key / f"seed_{seed}"
+            folder = seed_folder(out / row.key, seed)
             with progress(f"{row.key} (seed {seed})", cfg.student.train.epochs) as cb:
-                train_network(run_cfg, prep, "student", folder, teacher=teacher, agents=["hard"] if row.hard else [],
-                              resume=resume, callback=cb, seed=seed)
+                train_network(cfg, prep, "student", folder, teacher=teacher, agents=["hard"] if row.hard else [],
+                              crop_padding=padding, resume=resume, callback=cb, seed=seed)
             for name, value in _accuracies(_load_student(folder / "last.pt", prep), prep, test_sets, bs).items():
                 acc[name].append(value)
         label = f"{row.label} ({cfg.student.model})"

@@ -48,11 +48,13 @@ def load_teacher(path: str | Path, cfg: ExperimentConfig, prep: Prepared) -> Tea
     return TeacherHandle(loaded.model.eval().requires_grad_(False), loaded.meta, str(path))
 
 
-def build_augmenters(cfg: ExperimentConfig, schedule: Any = None, agents: list[Augmenter] | None = None) -> list[Augmenter]:
+def build_augmenters(cfg: ExperimentConfig, schedule: Any = None, agents: list[Augmenter] | None = None,
+                     crop_padding: int | None = None) -> list[Augmenter]:
     """PBA's order: learned policy, then agents, then the baseline crop/flip and cutout.
 
     With a schedule (a search trial, or a row trained with A_T / A_S) the cutout is PBA's/role-kd's
     (``data.schedule_cutout``); without one it is ``data.cutout`` (the paper's baselines: none).
+    ``crop_padding`` (default ``data.crop_padding``) is for experiments that vary it per row.
     """
     augs: list[Augmenter] = []
     if schedule is not None:
@@ -61,7 +63,8 @@ def build_augmenters(cfg: ExperimentConfig, schedule: Any = None, agents: list[A
         augs.append(PolicyAugmenter(schedule))
     augs.extend(agents or [])
     d = cfg.data
-    augs.append(BaselineAugmenter(d.crop_padding, d.flip, augmentation_cutout(cfg, schedule is not None)))
+    padding = d.crop_padding if crop_padding is None else crop_padding
+    augs.append(BaselineAugmenter(padding, d.flip, augmentation_cutout(cfg, schedule is not None)))
     return augs
 
 
@@ -81,16 +84,21 @@ def build_objective_for(
                            teacher_taps=cfg.teacher.taps, label_smoothing=net.train.label_smoothing)
 
 
-def prepare_objective(objective: Objective, cfg: ExperimentConfig, data: Dataset, prep: Prepared, seed: int) -> None:
-    """Before training: check teacher and student fit together, then run the method's own
-    initialisation phase (MHGD's attention network) on augmented training batches."""
+def check_objective(objective: Objective, data: Dataset, normalizer: Normalizer) -> None:
+    """Teacher and student fit together (taps, channels): a one-line error on a few images, before training."""
     check = getattr(objective, "check", None)
     if check is not None:
-        check(data.train.images[: min(8, len(data.train))], prep.normalizer)
+        check(data.train.images[: min(8, len(data.train))], normalizer)
+
+
+def initialize_objective(objective: Objective, cfg: ExperimentConfig, data: Dataset, prep: Prepared, seed: int,
+                         epochs: int) -> None:
+    """The method's own initialisation phase (MHGD's attention network) on augmented training batches, for a
+    share of the student's ``epochs``."""
     if getattr(objective, "needs_initialization", False):
         from ..distill import initialization_epochs
 
-        epochs = initialization_epochs(cfg.distill.init_epochs, cfg.student.train.epochs)
+        epochs = initialization_epochs(cfg.distill.init_epochs, epochs)
         if epochs == 0:
             objective.skip_initialization()  # role-kd's setting: the attention network stays random
             return
@@ -142,6 +150,8 @@ def build_role_trainer(
     teacher: TeacherHandle | None = None,
     distill: bool = True,
     agents: Sequence[str] = (),
+    epochs: int | None = None,
+    crop_padding: int | None = None,
     seed: int,
 ) -> RoleParts:
     """The configured network for ``role`` with its objective and augmenters, as every stage,
@@ -151,6 +161,8 @@ def build_role_trainer(
     when the architectures match and ``student.init_from`` is ``teacher``); with ``distill=False``
     the teacher only warm-starts it and it trains on labels alone, as it does without a teacher.
     ``agents`` (names, configured from ``cfg.agents``) run after the schedule; only students have them.
+    ``epochs`` (default: the role's ``train.epochs``) is the run's length, a search's for a trial;
+    ``crop_padding`` (default ``data.crop_padding``) the baseline crop of this training.
     """
     net = role_config(cfg, role)
     torch.manual_seed(seed)
@@ -167,10 +179,10 @@ def build_role_trainer(
         from ..agents import build_agents
 
         built = build_agents(list(agents), cfg)
-    augmenters = build_augmenters(cfg, schedule, built)
+    augmenters = build_augmenters(cfg, schedule, built, crop_padding)
     trainer = Trainer(
         model, data.train, data.test, objective, augmenters, net.train, normalizer, seed=seed,
-        context_models={"teacher": teacher.model} if teacher is not None else {},
+        context_models={"teacher": teacher.model} if teacher is not None else {}, epochs=epochs,
     )
     meta["seed"] = seed
     return RoleParts(trainer, objective, augmenters, meta)
@@ -192,6 +204,7 @@ def train_network(
     teacher: TeacherHandle | None = None,
     distill: bool = True,
     agents: Sequence[str] = (),
+    crop_padding: int | None = None,
     resume: bool = False,
     callback=None,
     seed: int | None = None,
@@ -201,9 +214,10 @@ def train_network(
     data = data or prep.full
     seed = cfg.seed if seed is None else seed
     parts = build_role_trainer(cfg, role, data, prep.normalizer, prep.device, schedule=schedule, teacher=teacher,
-                               distill=distill, agents=agents, seed=seed)
+                               distill=distill, agents=agents, crop_padding=crop_padding, seed=seed)
     resuming = resume and out_dir is not None and (Path(out_dir) / "last.pt").is_file()
+    check_objective(parts.objective, data, prep.normalizer)
     if not resuming:  # a resumed run restores the objective's state from its checkpoint
-        prepare_objective(parts.objective, cfg, data, prep, seed)
+        initialize_objective(parts.objective, cfg, data, prep, seed, parts.trainer.num_epochs)
     return fit(parts.trainer, out_dir, parts.meta, resume=resume, callback=callback,
                eval_batch_size=cfg.data.eval_batch_size)

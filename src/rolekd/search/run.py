@@ -71,6 +71,7 @@ def run_search(
     search_cfg: SearchConfig,
     out_dir: str | Path,
     *,
+    address: str | None = None,
     use_gpu: bool = False,
     resume: bool = False,
     progress: bool = True,
@@ -81,7 +82,7 @@ def run_search(
 
     ``factory_args`` goes to Ray's object store once and is shared by every trial (put the data
     there as numpy arrays). ``use_gpu`` gives each trial ``search_cfg.gpus_per_trial`` of a GPU.
-    Ray is joined at ``search_cfg.address`` when set, else reused when already initialised, else
+    Ray is joined at ``address`` (a cluster) when given, else reused when already initialised, else
     started locally and shut down again at the end.
     """
     out = Path(out_dir).resolve()
@@ -93,12 +94,12 @@ def run_search(
     recorder = HistoryRecorder(out / HISTORY)
     display = SearchProgress(label, search_cfg.population, search_cfg.epochs, recorder) if progress else None
     if display is not None:
-        display.note(_session_line(search_cfg, use_gpu, restore))
-        warning = _population_warning(search_cfg, use_gpu)
+        display.note(_session_line(search_cfg, address, use_gpu, restore))
+        warning = _population_warning(search_cfg, address, use_gpu)
         if warning:
             display.note(warning)
     t0 = time.perf_counter()
-    with _ray_session(search_cfg, use_gpu) as ray_start_s, _quiet_tune():
+    with _ray_session(search_cfg, address, use_gpu) as ray_start_s, _quiet_tune():
         trainable = tune.with_resources(
             tune.with_parameters(PolicyTrial, factory=factory, factory_args=factory_args),
             {"cpu": search_cfg.cpus_per_trial, "gpu": search_cfg.gpus_per_trial if use_gpu else 0},
@@ -107,25 +108,25 @@ def run_search(
             tuner = tune.Tuner.restore(str(experiment), trainable, resume_unfinished=True, resume_errored=True)
         else:
             callbacks = [recorder] + ([display] if display is not None else [])
-            tuner = _new_tuner(trainable, search_cfg, out, callbacks, seed, _fits_at_once(search_cfg, use_gpu))
+            tuner = _new_tuner(trainable, search_cfg, out, callbacks, seed, _fits_at_once(search_cfg, address, use_gpu))
         results = tuner.fit()
         timing = {"wall_time_s": round(time.perf_counter() - t0, 2), "ray_start_s": round(ray_start_s, 2)}
     return _finish(results, search_cfg, out, timing)
 
 
-def _session_line(cfg: SearchConfig, use_gpu: bool, restore: bool) -> str:
+def _session_line(cfg: SearchConfig, address: str | None, use_gpu: bool, restore: bool) -> str:
     what = "continuing" if restore else "starting"
     if ray.is_initialized():
         where = "the running Ray"
     else:
-        where = f"Ray cluster {cfg.address}" if cfg.address else f"a local Ray ({local_cpus(cfg)} CPUs)"
+        where = f"Ray cluster {address}" if address else f"a local Ray ({local_cpus(cfg)} CPUs)"
     share = f", {cfg.gpus_per_trial:g} GPU" if use_gpu else ""
     return f"{what} {cfg.population} trials x {cfg.epochs} epochs on {where}, {cfg.cpus_per_trial:g} CPU{share} per trial"
 
 
-def _population_warning(cfg: SearchConfig, use_gpu: bool) -> str | None:
+def _population_warning(cfg: SearchConfig, address: str | None, use_gpu: bool) -> str | None:
     """PBT compares trials at the same epoch; a population run in waves compares nothing useful."""
-    if cfg.address or use_gpu or ray.is_initialized():
+    if address or use_gpu or ray.is_initialized():
         return None
     cpus = local_cpus(cfg)
     at_once = int(cpus // cfg.cpus_per_trial)
@@ -184,9 +185,9 @@ class _PopulationBasedTraining(PopulationBasedTraining):
         return decision
 
 
-def _fits_at_once(cfg: SearchConfig, use_gpu: bool) -> bool:
+def _fits_at_once(cfg: SearchConfig, address: str | None, use_gpu: bool) -> bool:
     """Whether an embedded Ray runs the whole population at once (a cluster's size is not known)."""
-    if cfg.address or ray.is_initialized():
+    if address or ray.is_initialized():
         return False
     slots = int(local_cpus(cfg) // cfg.cpus_per_trial)
     if use_gpu and cfg.gpus_per_trial > 0:
@@ -235,8 +236,8 @@ def _new_tuner(
 
 
 @contextlib.contextmanager
-def _ray_session(cfg: SearchConfig, use_gpu: bool) -> Iterator[float]:
-    """Join ``cfg.address``, reuse a running Ray, or start a local one for the search's duration.
+def _ray_session(cfg: SearchConfig, address: str | None, use_gpu: bool) -> Iterator[float]:
+    """Join ``address``, reuse a running Ray, or start a local one for the search's duration.
 
     Yields the seconds spent starting or joining Ray (0 when it was already running).
     """
@@ -247,8 +248,8 @@ def _ray_session(cfg: SearchConfig, use_gpu: bool) -> Iterator[float]:
     kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, configure_logging=True,
                                   logging_level=logging.WARNING)
     with _logger_level(AUTH_BANNER_LOGGER, logging.ERROR):
-        if cfg.address:
-            ray.init(address=cfg.address, **kwargs)
+        if address:
+            ray.init(address=address, **kwargs)
         else:
             ray.init(num_cpus=local_cpus(cfg), num_gpus=_local_gpus() if use_gpu else 0, **kwargs)
     try:

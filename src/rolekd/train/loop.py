@@ -43,13 +43,15 @@ def make_optimizer(cfg: TrainConfig, params: Sequence[nn.Parameter]) -> torch.op
     return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, eps=1e-5)
 
 
-def lr_factor(cfg: TrainConfig, step: int, spe: int) -> float:
-    """Multiplier of the base lr after ``step`` optimiser steps (``spe`` steps per epoch)."""
+def lr_factor(cfg: TrainConfig, step: int, spe: int, epochs: int | None = None) -> float:
+    """Multiplier of the base lr after ``step`` optimiser steps (``spe`` steps per epoch) of a run of
+    ``epochs`` (default ``cfg.epochs``)."""
+    n = cfg.epochs if epochs is None else epochs
     if cfg.lr_schedule == "cosine":
-        return 0.5 * (1 + math.cos(math.pi * min(step, cfg.epochs * spe) / (cfg.epochs * spe)))
+        return 0.5 * (1 + math.cos(math.pi * min(step, n * spe) / (n * spe)))
     if cfg.lr_schedule == "step":
         epoch = step // spe
-        return cfg.gamma ** sum(epoch >= round(m * cfg.epochs) for m in cfg.milestones)
+        return cfg.gamma ** sum(epoch >= round(m * n) for m in cfg.milestones)
     return 1.0
 
 
@@ -72,9 +74,13 @@ class Trainer:
         normalizer: Normalizer,
         seed: int = 0,
         context_models: dict[str, nn.Module] | None = None,
+        epochs: int | None = None,
     ) -> None:
+        """``epochs`` (default ``cfg.epochs``) is how long this run is: a search trial trains the role's recipe
+        for the search's epochs, its lr schedule spanning them."""
         self.device = train_set.device
         self.cfg, self.seed, self.normalizer = cfg, seed, normalizer
+        self.num_epochs = cfg.epochs if epochs is None else epochs
         self.train_set, self.eval_set = train_set, eval_set
         self.fast = resolve_fast_path(cfg, self.device)
         self.model = model.to(self.device)
@@ -91,7 +97,8 @@ class Trainer:
         self.optimizer = make_optimizer(cfg, params)
         self.steps_per_epoch = steps_per_epoch(len(train_set), cfg.batch_size, drop_last=True)
         spe = self.steps_per_epoch
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(cfg, s, spe))
+        n = self.num_epochs
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(cfg, s, spe, n))
         self.epoch = 0
 
     # -- one epoch ---------------------------------------------------------------------------
@@ -110,10 +117,10 @@ class Trainer:
         cfg, epoch = self.cfg, self.epoch
         self.model.train()
         self.objective.train()
-        self.objective.on_epoch_start(epoch, cfg.epochs)
+        self.objective.on_epoch_start(epoch, self.num_epochs)
         gen = epoch_generator(self.seed, epoch, self.device)
         actx = AugmentContext(
-            epoch=epoch, num_epochs=cfg.epochs, generator=gen, fill=self.normalizer.fill,
+            epoch=epoch, num_epochs=self.num_epochs, generator=gen, fill=self.normalizer.fill,
             models=self.context_models, normalize=self.normalizer,
         )
         lr = self.optimizer.param_groups[0]["lr"]
@@ -126,7 +133,7 @@ class Trainer:
             actx.step = step
             batch = Batch(self.train_set.images[idx], self.train_set.labels[idx])
             batch = self.augment(batch, actx)
-            sctx = StepContext(epoch, cfg.epochs, step, spe)
+            sctx = StepContext(epoch, self.num_epochs, step, spe)
             with self.fast.autocast():
                 out = self.objective(self.forward_model, batch, sctx)
             self.optimizer.zero_grad(set_to_none=True)
@@ -253,7 +260,7 @@ def fit(
     callback: Callback | None = None,
     eval_batch_size: int = 1000,
 ) -> FitResult:
-    """Train to ``cfg.epochs``, evaluating each epoch; with ``out_dir``, keep metrics and checkpoints.
+    """Train to ``trainer.num_epochs``, evaluating each epoch; with ``out_dir``, keep metrics and checkpoints.
 
     ``resume`` continues from ``out_dir/last.pt``; metrics past the checkpoint's epoch (written by a
     run killed mid-save) are dropped, so a resumed run ends identical to an uninterrupted one.
@@ -275,7 +282,7 @@ def fit(
             if callback:
                 callback("resume", {"epoch": trainer.epoch})
     meta = dict(meta or {})
-    total = trainer.cfg.epochs
+    total = trainer.num_epochs
     while trainer.epoch < total:
         t0 = time.perf_counter()
         try:
