@@ -23,10 +23,10 @@ import torch
 from rolekd.agents import BackwardPassAgent, HardAgent, SpatialAugmentor
 from rolekd.augment.base import AugmentContext, Augmenter, Batch
 from rolekd.data import Normalizer
-from rolekd.distill import build_objective
+from rolekd.kd import build_objective
 from rolekd.models import build_model
 from rolekd.quant import quantize_model
-from rolekd.train.objective import StepContext, total_loss
+from rolekd.training.objective import StepContext, total_loss
 
 class Copies:
     """Appends copies of half the batch: the agents' larger batch without generating anything."""

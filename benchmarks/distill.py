@@ -12,7 +12,7 @@ training loop runs it. Usage::
 trained on synthetic CIFAR-shaped data (class templates + noise), a DoReFa W/A 2/2 student
 warm-started from it, MHGD initialised, one fixed held-out batch, lambda = 0.4, and each term's
 gradient norm relative to the task (CE) gradient before and after the per-tensor KD clipping of
-training (:func:`rolekd.distill.clip.clip_to_task`), at the warm-up scale of epoch 0 and of a late
+training (:func:`rolekd.kd.clip.clip_to_task`), at the warm-up scale of epoch 0 and of a late
 epoch (about 1 min for the first, 3-10 min for the second on 2 CPU cores)::
 
     PYTHONPATH=src python benchmarks/distill.py --grad-ratios --model resnet8 --width 16
@@ -33,12 +33,12 @@ import torch
 import torch.nn.functional as F
 
 from rolekd.augment.base import Batch
-from rolekd.distill import build_objective
-from rolekd.distill.clip import clip_to_task, warmup
-from rolekd.distill.distiller import KD_PREFIX
+from rolekd.kd import build_objective
+from rolekd.kd.clip import clip_to_task, warmup
+from rolekd.kd.distiller import KD_PREFIX
 from rolekd.models import build_model
 from rolekd.quant import quantize_model, warm_start
-from rolekd.train.objective import StepContext
+from rolekd.training.objective import StepContext
 
 # (label, method, the rest of the distill section)
 CASES = [

@@ -1,6 +1,6 @@
 """Benchmark: a PBA search through Ray Tune vs the same epochs back to back in one process.
 
-Not a test. Runs a population of N trials x E epochs with ``rolekd.search.run_search`` (PBT,
+Not a test. Runs a population of N trials x E epochs with ``rolekd.pba.run_search`` (PBT,
 exploits, checkpoints, Ray's object store) and the same N*E epochs of the same trials in one
 process (``Trainer.train_epoch`` + ``evaluate``, no Ray), on the same data and machine, and reports
 
@@ -33,7 +33,7 @@ import torch
 from rolekd.config import ExperimentConfig, config_from_dict
 from rolekd.pipeline.search_stage import make_trial_trainer, search_args
 from rolekd.pipeline.setup import prepare
-from rolekd.search import run_search
+from rolekd.pba import run_search
 
 
 def make_config(a: argparse.Namespace, device: str) -> ExperimentConfig:

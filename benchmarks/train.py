@@ -37,10 +37,10 @@ from rolekd.augment.baseline import BaselineAugmenter  # noqa: E402
 from rolekd.augment.policy import Policy  # noqa: E402
 from rolekd.config import DistillConfig, TrainConfig  # noqa: E402
 from rolekd.data import ImageSet, Normalizer  # noqa: E402
-from rolekd.distill import build_objective  # noqa: E402
+from rolekd.kd import build_objective  # noqa: E402
 from rolekd.models import build_model  # noqa: E402
 from rolekd.quant import quantize_model  # noqa: E402
-from rolekd.train import CrossEntropy, Trainer  # noqa: E402
+from rolekd.training import CrossEntropy, Trainer  # noqa: E402
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 

@@ -20,7 +20,7 @@ from rolekd.config import TrainConfig, config_from_dict
 from rolekd.data import ImageSet, Normalizer, load_digits_dataset
 from rolekd.models import build_model
 from rolekd.quant import quantize_model
-from rolekd.train import Objective, StepOutput, Trainer, fit, hard_label_ce
+from rolekd.training import Objective, StepOutput, Trainer, fit, hard_label_ce
 
 SIZE = 16
 NORM = Normalizer((0.3, 0.3, 0.3), (0.35, 0.35, 0.35))

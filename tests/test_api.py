@@ -72,7 +72,7 @@ def test_a_registered_dataset_and_agent_are_named_like_the_built_in_ones(tmp_pat
 
 
 def test_none_is_a_registered_kd_method_that_distils_nothing():
-    from rolekd.distill import available_methods, distills
+    from rolekd.kd import available_methods, distills
 
     assert available_methods()[0] == "none" and not distills("none") and distills("iikd")
     with pytest.raises(ValueError, match="distill.method: unknown distill method 'hinton'"):

@@ -162,7 +162,7 @@ RESNET8 = {"model": "resnet8", "num_classes": 10, "model_args": {"width": 8, "in
 def _resnet8_checkpoint(path, bare=False):
     """A rolekd checkpoint (or a bare state_dict) of the demo's teacher architecture, without training it."""
     from rolekd.quant import build_network
-    from rolekd.train import save_checkpoint
+    from rolekd.training import save_checkpoint
 
     state = build_network(RESNET8).state_dict()
     path.parent.mkdir(parents=True, exist_ok=True)

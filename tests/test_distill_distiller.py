@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from rolekd.augment.base import Batch
-from rolekd.distill import LambdaSchedule, build_objective
-from rolekd.distill.clip import clip_to_task, warmup
+from rolekd.kd import LambdaSchedule, build_objective
+from rolekd.kd.clip import clip_to_task, warmup
 from rolekd.models import build_model
-from rolekd.train.objective import CrossEntropy, StepContext, total_loss
+from rolekd.training.objective import CrossEntropy, StepContext, total_loss
 
 
 def _models(student_classes: int = 10):
@@ -231,7 +231,7 @@ METHOD_DEFAULTS = {
 @pytest.mark.parametrize("method", sorted(METHOD_DEFAULTS))
 def test_unset_section_values_leave_each_method_its_own_default(method):
     from rolekd.config import DistillConfig
-    from rolekd.distill import resolve_settings
+    from rolekd.kd import resolve_settings
 
     settings = resolve_settings(DistillConfig(method=method))
     assert (settings.lam, settings.clip_grad, settings.temperature) == METHOD_DEFAULTS[method]
@@ -247,7 +247,7 @@ def test_unset_section_values_leave_each_method_its_own_default(method):
 
 def test_per_method_settings_are_validated_in_one_line():
     from rolekd.config import DistillConfig
-    from rolekd.distill import resolve_settings
+    from rolekd.kd import resolve_settings
 
     with pytest.raises(ValueError, match="per_method: unknown method.*telepathy") as err:
         resolve_settings(DistillConfig(method="soft", per_method={"telepathy": {"lam": 1.0}}))
@@ -315,7 +315,7 @@ def test_iikd_loss_is_task_plus_lambda_times_its_terms():
 
 
 def test_a_registered_user_method_is_built_like_the_built_in_ones():
-    from rolekd.distill import KDMethod, available_methods, register_method
+    from rolekd.kd import KDMethod, available_methods, register_method
 
     @register_method
     class LogitMSE(KDMethod):

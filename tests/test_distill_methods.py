@@ -8,15 +8,15 @@ import pytest
 import torch
 
 from rolekd.augment.base import Batch
-from rolekd.distill import Outputs, available_methods, build_objective
-from rolekd.distill.iikd import IIKD
-from rolekd.distill.kdsvd import KDSVD
-from rolekd.distill.mhgd import MHGD
-from rolekd.distill.rkd import RKD, distance_potential
-from rolekd.distill.soft import soft_kl
-from rolekd.distill.svd import _TopEigh, align, top_right_singular_vectors
+from rolekd.kd import Outputs, available_methods, build_objective
+from rolekd.kd.iikd import IIKD
+from rolekd.kd.kdsvd import KDSVD
+from rolekd.kd.mhgd import MHGD
+from rolekd.kd.rkd import RKD, distance_potential
+from rolekd.kd.soft import soft_kl
+from rolekd.kd.svd import _TopEigh, align, top_right_singular_vectors
 from rolekd.models import build_model
-from rolekd.train.objective import StepContext
+from rolekd.training.objective import StepContext
 
 KD_METHODS = [m for m in available_methods() if m != "none"]
 

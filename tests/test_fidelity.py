@@ -11,7 +11,7 @@ import torch
 
 from rolekd.augment.policy import Policy
 from rolekd.config import PACKAGED_CONFIGS, load_config
-from rolekd.distill import initialization_epochs, resolve_settings
+from rolekd.kd import initialization_epochs, resolve_settings
 from rolekd.pipeline.run import PAPER_ROWS, given_schedule, plan_rows, skipped_rows
 from rolekd.pipeline.stages import build_augmenters
 
@@ -163,7 +163,7 @@ def test_the_student_search_trains_without_the_agent_rows_agents():
 
 def test_zero_initialisation_epochs_distil_through_the_untrained_attention_network_as_role_kd():
     from rolekd.pipeline.stages import build_role_trainer, initialize_objective
-    from rolekd.train.objective import StepContext
+    from rolekd.training.objective import StepContext
 
     cfg, prep, teacher = _tiny_student_setup("distill.method=iikd", "distill.init_epochs=0")
     parts = build_role_trainer(cfg, "student", prep.full, prep.normalizer, prep.device, teacher=teacher, seed=0)

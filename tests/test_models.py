@@ -110,7 +110,7 @@ def test_a_model_without_taps_names_the_config_key_and_candidates():
     import pytest
     from torch import nn
 
-    from rolekd.distill import build_objective
+    from rolekd.kd import build_objective
 
     flat = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10))
     with pytest.raises(ValueError, match=r"teacher\.taps: \[\.\.\.\]") as err:

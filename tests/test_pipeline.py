@@ -176,7 +176,7 @@ def test_no_row_changes_the_teacher_the_other_rows_receive(finished_run, tmp_pat
     """DML trains its teacher as a peer: it must train a copy, not the cached teacher later rows use."""
     from rolekd.augment.schedule import Schedule
     from rolekd.pipeline.setup import prepare
-    from rolekd.train import load_checkpoint
+    from rolekd.training import load_checkpoint
 
     done, _ = finished_run
     out = tmp_path / "dml"
@@ -200,7 +200,7 @@ def test_no_row_changes_the_teacher_the_other_rows_receive(finished_run, tmp_pat
 
 @pytest.mark.slow
 def test_warm_start_and_teacher_schedule_rows_train_without_kd(finished_run):
-    from rolekd.train import load_checkpoint
+    from rolekd.training import load_checkpoint
 
     out, report = finished_run
 

@@ -18,8 +18,8 @@ from rolekd.config import config_from_dict
 from rolekd.pipeline.networks import network_meta
 from rolekd.quant import build_network
 from rolekd.pipeline.search_stage import search_command
-from rolekd.search import read_history, reconstruct
-from rolekd.train import save_checkpoint
+from rolekd.pba import read_history, reconstruct
+from rolekd.training import save_checkpoint
 
 EPOCHS = 6
 

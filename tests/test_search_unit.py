@@ -8,9 +8,9 @@ from collections import Counter
 import pytest
 
 from rolekd.augment.policy import Policy
-from rolekd.search import ExploitEvent, LineageError, append_event, explore, read_history, reconstruct
-from rolekd.search.explore import PolicyExplorer
-from rolekd.search.trainable import policy_ints, trial_seed
+from rolekd.pba import ExploitEvent, LineageError, append_event, explore, read_history, reconstruct
+from rolekd.pba.explore import PolicyExplorer
+from rolekd.pba.trainable import policy_ints, trial_seed
 
 N = 4000  # draws of 60 ints each: frequencies below are good to about +-0.01
 
@@ -124,7 +124,7 @@ def test_history_round_trips_and_skips_a_torn_last_line(tmp_path):
 ])
 def test_population_fits_at_once_on_an_embedded_ray(monkeypatch, population, cpus_per_trial, max_concurrent, fits):
     from rolekd.config import SearchConfig
-    from rolekd.search import run
+    from rolekd.pba import run
 
     monkeypatch.setattr(run.os, "cpu_count", lambda: 2)
     cfg = SearchConfig(population=population, cpus_per_trial=cpus_per_trial, max_concurrent=max_concurrent)
@@ -137,7 +137,7 @@ def test_population_fits_at_once_on_an_embedded_ray(monkeypatch, population, cpu
 def test_pbt_pauses_to_time_share_only_when_the_population_does_not_fit(monkeypatch, time_share, expected):
     from ray.tune.schedulers import PopulationBasedTraining, TrialScheduler
 
-    from rolekd.search.run import _PopulationBasedTraining
+    from rolekd.pba.run import _PopulationBasedTraining
 
     monkeypatch.setattr(PopulationBasedTraining, "on_trial_result", lambda self, *a: TrialScheduler.PAUSE)
     pbt = _PopulationBasedTraining(metric="val_acc", mode="max", custom_explore_fn=dict, time_share=time_share)
@@ -151,7 +151,7 @@ def test_pbt_never_clones_the_same_checkpoint_into_a_trial_twice(monkeypatch):
 
     from ray.tune.schedulers import PopulationBasedTraining
 
-    from rolekd.search.run import _PopulationBasedTraining
+    from rolekd.pba.run import _PopulationBasedTraining
 
     class Trial:  # hashable, like Ray's
         def __init__(self, trial_id):
@@ -181,7 +181,7 @@ def test_pbt_never_clones_the_same_checkpoint_into_a_trial_twice(monkeypatch):
 def test_progress_line_tells_finished_from_interrupted_trials(tmp_path):
     from types import SimpleNamespace
 
-    from rolekd.search.callbacks import HistoryRecorder, SearchProgress
+    from rolekd.pba.callbacks import HistoryRecorder, SearchProgress
 
     progress = SearchProgress("search teacher", 3, 4, HistoryRecorder(tmp_path / "h.jsonl"))
     trials = [SimpleNamespace(trial_id=f"t{i}", status=s) for i, s in enumerate(["TERMINATED", "TERMINATED", "RUNNING"])]

@@ -8,7 +8,7 @@ from rolekd.augment.baseline import BaselineAugmenter
 from rolekd.config import TrainConfig
 from rolekd.data import ImageSet, Normalizer
 from rolekd.models import build_model
-from rolekd.train import (
+from rolekd.training import (
     CheckpointError, CrossEntropy, NonFiniteLossError, Objective, StepOutput, Trainer, fit, load_checkpoint, lr_factor,
 )
 
@@ -142,7 +142,7 @@ def test_eval_counts_every_image_in_eval_mode():
 ])
 def test_fast_path_defaults_follow_the_device(device, amp, channels_last, expected):
     from rolekd.config import TrainConfig
-    from rolekd.train.fastpath import resolve_fast_path
+    from rolekd.training.fastpath import resolve_fast_path
 
     fast = resolve_fast_path(TrainConfig(amp=amp, channels_last=channels_last), torch.device(device))
     assert (fast.amp, fast.channels_last) == expected and not fast.compile

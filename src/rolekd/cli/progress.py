@@ -21,7 +21,7 @@ def _fmt_epoch(r: dict[str, Any]) -> str:
 
 
 class TrainingProgress:
-    """Callback for :func:`rolekd.train.fit`: ``with TrainingProgress(label, epochs) as cb: fit(..., callback=cb)``."""
+    """Callback for :func:`rolekd.training.fit`: ``with TrainingProgress(label, epochs) as cb: fit(..., callback=cb)``."""
 
     def __init__(self, label: str, epochs: int, quiet: bool = False) -> None:
         self.label, self.epochs, self.quiet = label, epochs, quiet

@@ -146,7 +146,7 @@ def search(config: ConfigLike, role: Role, *, teacher: str | Path | None = None,
            address: str | None = None, resume: bool = False, data_dir: str | None = None,
            overrides: Sequence[str] = (), imports: Sequence[str] = (), progress: bool = False):
     """``rolekd search``: PBA for one role (stage α: ``teacher``; stage β: ``student`` with KD from ``teacher``).
-    Returns the :class:`~rolekd.search.SearchResult` (schedule, best trial, its accuracy, files)."""
+    Returns the :class:`~rolekd.pba.SearchResult` (schedule, best trial, its accuracy, files)."""
     from .search_stage import search_command
 
     cfg = resolve_config(config, overrides, imports)
@@ -220,7 +220,7 @@ def evaluate(checkpoint: str | Path, config: ConfigLike = None, *, data_dir: str
     """``rolekd eval``: a training checkpoint, a training folder (its last.pt) or a packed export, on the
     test split of the config's dataset (default: the demo's)."""
     from ..quant import load_network, model_size_report
-    from ..train import checkpoint_in, evaluate_model
+    from ..training import checkpoint_in, evaluate_model
     from .setup import prepare
 
     cfg = resolve_config(config, overrides, imports, default="demo")

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..config import ExperimentConfig
-from ..train import atomic_write_json, atomic_write_text
+from ..training import atomic_write_json, atomic_write_text
 from .folders import seed_folder
 from .stats import spread
 
@@ -219,7 +219,7 @@ def _dataset_label(cfg: ExperimentConfig) -> str:
 
 
 def _distill_line(cfg: ExperimentConfig) -> str:
-    from ..distill import resolve_settings
+    from ..kd import resolve_settings
 
     settings = resolve_settings(cfg.distill)
     if settings is None:

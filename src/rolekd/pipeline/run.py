@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, ContextManager, Literal
 
 from ..config import ExperimentConfig
-from ..train import atomic_write_json, load_checkpoint
+from ..training import atomic_write_json, load_checkpoint
 from .folders import CONFIG_FILE, OutputFolderError, claim_folder, seed_folder
 from .setup import Prepared, prepare
 from .stages import TeacherHandle, load_teacher, train_network
@@ -104,7 +104,7 @@ RunFolderError = OutputFolderError  # the name rolekd run has always raised
 
 def validate_names(cfg: ExperimentConfig) -> None:
     """Names that only resolve at build time (models, KD method) are checked before any training."""
-    from ..distill import available_methods
+    from ..kd import available_methods
     from ..models import available_models
 
     for field_name, name in (("teacher.model", cfg.teacher.model), ("student.model", cfg.student.model)):
@@ -114,7 +114,7 @@ def validate_names(cfg: ExperimentConfig) -> None:
         raise ValueError(
             f"distill.method: unknown KD method {cfg.distill.method!r}; expected one of: {', '.join(available_methods())}"
         )
-    from ..distill import resolve_settings
+    from ..kd import resolve_settings
 
     resolve_settings(cfg.distill)  # per_method names and settings, before any training
 

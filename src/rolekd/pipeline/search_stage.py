@@ -1,4 +1,4 @@
-"""`rolekd search`: a PBA schedule search for one role, wired from config to :mod:`rolekd.search`.
+"""`rolekd search`: a PBA schedule search for one role, wired from config to :mod:`rolekd.pba`.
 
 The trial is built here, not in ``search`` (which must not know configs and roles): the
 picklable :func:`make_trial_trainer` rebuilds, inside each Ray trial, the network, objective and
@@ -21,8 +21,8 @@ from ..augment.policy import Policy
 from ..config import ExperimentConfig, config_from_dict
 from ..data import Dataset, ImageSet, Normalizer
 from ..plugins import load_plugins, plugin_state
-from ..search import SearchResult, TrialParts, run_search
-from ..search.run import EXPERIMENT, TUNER_STATE
+from ..pba import SearchResult, TrialParts, run_search
+from ..pba.run import EXPERIMENT, TUNER_STATE
 from .folders import claim_folder
 from ..quant import load_network
 from .setup import Prepared, prepare, resolve_device

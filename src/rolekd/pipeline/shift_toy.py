@@ -37,7 +37,7 @@ from ..augment.baseline import random_crop
 from ..config import ExperimentConfig, dump_config
 from ..data import Dataset, ImageSet, Normalizer
 from ..quant import load_network
-from ..train import atomic_write_json, atomic_write_text, evaluate_model
+from ..training import atomic_write_json, atomic_write_text, evaluate_model
 from .folders import seed_folder
 from .setup import Prepared
 from .stages import load_teacher, train_network
@@ -104,7 +104,7 @@ def check_toy_config(cfg: ExperimentConfig) -> None:
         )
     if cfg.agents.hard.mode != "translation":
         raise ValueError("shift_equivariance: expected agents.hard.mode: translation")
-    from ..distill import distills
+    from ..kd import distills
 
     if not distills(cfg.distill.method):
         raise ValueError("shift_equivariance: expected a KD method in distill.method (e.g. soft), got 'none'")

@@ -16,7 +16,7 @@ from ..augment.baseline import BaselineAugmenter
 from ..config import ExperimentConfig, NetworkConfig
 from ..data import Dataset, Normalizer
 from ..quant import build_network, load_network
-from ..train import CrossEntropy, FitResult, Objective, Trainer, fit, load_checkpoint, load_weights
+from ..training import CrossEntropy, FitResult, Objective, Trainer, fit, load_checkpoint, load_weights
 from .networks import network_meta
 from .setup import Prepared
 
@@ -78,7 +78,7 @@ def build_objective_for(
 ) -> Objective:
     if teacher is None or not distill:
         return CrossEntropy(net.train.label_smoothing)
-    from ..distill import build_objective
+    from ..kd import build_objective
 
     return build_objective(cfg.distill, teacher.model, student, student_taps=cfg.student.taps,
                            teacher_taps=cfg.teacher.taps, label_smoothing=net.train.label_smoothing)
@@ -96,7 +96,7 @@ def initialize_objective(objective: Objective, cfg: ExperimentConfig, data: Data
     """The method's own initialisation phase (MHGD's attention network) on augmented training batches, for a
     share of the student's ``epochs``."""
     if getattr(objective, "needs_initialization", False):
-        from ..distill import initialization_epochs
+        from ..kd import initialization_epochs
 
         epochs = initialization_epochs(cfg.distill.init_epochs, epochs)
         if epochs == 0:

@@ -10,7 +10,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from ..train import as_checkpoint, load_weights, read_weights_file
+from ..training import as_checkpoint, load_weights, read_weights_file
 from .export import PACKED_FORMAT, packed_model
 from .network import build_network, check_meta
 

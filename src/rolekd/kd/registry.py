@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 from torch import nn
 
 from ..registry import Registry
-from ..train.objective import CrossEntropy, Objective
+from ..training.objective import CrossEntropy, Objective
 from .base import KDMethod, build_method, require
 from .distiller import Distiller
 from .dkd import DKD

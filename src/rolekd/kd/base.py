@@ -2,7 +2,7 @@
 
 A method is a pure loss: it gets the student's and the teacher's logits and tapped features and
 returns named, unweighted-by-lambda loss terms. Everything around it (running the networks, the
-frozen teacher, lambda, clipping, checkpoints) belongs to :class:`~rolekd.distill.distiller.Distiller`.
+frozen teacher, lambda, clipping, checkpoints) belongs to :class:`~rolekd.kd.distiller.Distiller`.
 """
 
 from __future__ import annotations

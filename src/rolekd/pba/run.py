@@ -7,7 +7,7 @@ trial with the best final validation accuracy and writes its per-epoch policies 
 Files in ``out_dir``::
 
     schedule.json        the best trial's schedule (rolekd.schedule JSON)
-    history.jsonl        one line per exploit (see rolekd.search.lineage)
+    history.jsonl        one line per exploit (see rolekd.pba.lineage)
     search_summary.json  best trial, every trial's final accuracy, exploits, wall time
     ray/                 Ray Tune's own records: per-trial progress.csv, TensorBoard events,
                          checkpoints, experiment state (what --resume restores)
@@ -33,7 +33,7 @@ from ..atomic import make_dirs
 from ..augment.policy import Policy
 from ..augment.schedule import Schedule
 from ..config import SearchConfig
-from ..train import atomic_write_json, load_checkpoint
+from ..training import atomic_write_json, load_checkpoint
 from .callbacks import HistoryRecorder, SearchProgress
 from .explore import PolicyExplorer
 from .lineage import read_history, reconstruct

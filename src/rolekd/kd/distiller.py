@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from ..augment.base import Batch
 from ..models import FeatureTaps, default_taps
-from ..train.objective import Objective, StepContext, StepOutput, hard_label_ce
+from ..training.objective import Objective, StepContext, StepOutput, hard_label_ce
 from .base import KDMethod, Outputs, require
 from .clip import clip_to_task, warmup
 from .schedule import LambdaSchedule
@@ -97,7 +97,7 @@ class Distiller(Objective):
 
     def backward(self, out: StepOutput, params: list[Tensor]) -> None:
         """With ``clip_grad``, task and KD gradients are taken separately and combined per tensor by
-        :func:`~rolekd.distill.clip.clip_to_task` (one extra backward pass); otherwise one backward."""
+        :func:`~rolekd.kd.clip.clip_to_task` (one extra backward pass); otherwise one backward."""
         kd_terms = [v for k, v in out.losses.items() if k.startswith(KD_PREFIX)]
         if not self.clip_grad or not kd_terms:
             super().backward(out, params)

@@ -19,7 +19,7 @@ from typing import Any, Callable, Protocol, Sequence
 from ray import tune
 
 from ..augment.policy import Policy
-from ..train import Trainer, load_checkpoint, save_checkpoint
+from ..training import Trainer, load_checkpoint, save_checkpoint
 from .explore import EXPLORED_AT
 
 CHECKPOINT_FILE = "trial.pt"

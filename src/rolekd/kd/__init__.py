@@ -1,6 +1,6 @@
 """Knowledge-distillation objectives: soft labels, DML, RKD, MHGD, KD-SVD, the paper's II-KD, DKD.
 
-Build one with :func:`build_objective`; it returns an :class:`~rolekd.train.objective.Objective`
+Build one with :func:`build_objective`; it returns an :class:`~rolekd.training.objective.Objective`
 for the training loop (a :class:`Distiller` for every method but ``"none"``).
 """
 
