@@ -209,7 +209,7 @@ def test_an_unknown_name_is_one_line_listing_the_packaged_names() -> None:
 
 
 def test_cli_schedule_option_takes_a_name() -> None:
-    from rolekd.cli.main import _load_schedule
+    from rolekd.pipeline.commands import _load_schedule
 
     assert _load_schedule("role-kd-cifar100-resnet18-w2a2") == build("role-kd-cifar100-resnet18-w2a2")
     with pytest.raises(ScheduleError, match="packaged schedule"):

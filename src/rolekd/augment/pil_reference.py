@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from PIL import Image, ImageEnhance, ImageOps
 
+from .ops import GEOMETRIC_OPS, OP_NAMES
+
 __all__ = ["CIFAR10_MEAN", "CIFAR10_STD", "FILL", "COLOUR_OPS", "pil_op"]
 
 #: PBA's CIFAR-10 normalisation constants (``MEANS`` / ``STDS`` in ``augmentation_transforms.py``).
@@ -24,17 +26,7 @@ CIFAR10_STD = (0.24703223, 0.24348513, 0.26158784)
 FILL: tuple[int, int, int] = tuple(int(round(m * 255)) for m in CIFAR10_MEAN)  # type: ignore[assignment]
 
 #: Ops that take neither a sign nor a centre (the rest: Rotate, ShearX/Y, TranslateX/Y, Cutout).
-COLOUR_OPS: tuple[str, ...] = (
-    "AutoContrast",
-    "Equalize",
-    "Invert",
-    "Posterize",
-    "Solarize",
-    "Color",
-    "Contrast",
-    "Brightness",
-    "Sharpness",
-)
+COLOUR_OPS: tuple[str, ...] = tuple(n for n in OP_NAMES if n not in GEOMETRIC_OPS and n != "Cutout")
 
 
 def pil_op(

@@ -105,14 +105,19 @@ def _train_role(cfg: ExperimentConfig, role: Role, out: Path, schedule: str | Pa
                 teacher_path: str | Path | None, resume: bool, data_dir: str | None,
                 progress: ProgressFactory | None, say: Say) -> TrainResult:
     from .folders import claim_folder
+    from .preflight import Training, preflight, validate_names
     from .setup import prepare
     from .stages import augmentation_cutout, load_teacher, role_config, train_network
 
+    validate_names(cfg)
+    loaded = _load_schedule(schedule)
     prep = prepare(cfg, data_dir)
     teacher = load_teacher(teacher_path, cfg, prep) if teacher_path is not None else None
+    agents = cfg.student.agents if role == "student" else ()
+    preflight(cfg, prep, [Training(f"{role} training", role, teacher is not None, False, tuple(agents),
+                                   loaded is not None)], teacher, say=say)
     claim_folder(cfg, out, resume, "last.pt")
     net = role_config(cfg, role)
-    loaded = _load_schedule(schedule)
     aug = "crop + flip" if loaded is None else f"schedule {schedule} + crop + flip"
     cutout = augmentation_cutout(cfg, loaded is not None)
     aug += f" + cutout {cutout}" if cutout else ""
@@ -123,7 +128,6 @@ def _train_role(cfg: ExperimentConfig, role: Role, out: Path, schedule: str | Pa
         s = cfg.student
         say(f"distilling {teacher.meta['model']} -> {s.model} (W/A {s.w_bits}/{s.a_bits}) with {cfg.distill.method} "
             f"on {prep.full.name} ({prep.device}); augmentation: {aug}")
-    agents = cfg.student.agents if role == "student" else ()
     with (progress or _no_progress)(role, net.train.epochs) as callback:
         fit = train_network(cfg, prep, role, out, schedule=loaded, teacher=teacher, agents=agents, resume=resume,
                             callback=callback)

@@ -17,6 +17,7 @@ from typing import Any, Callable, ContextManager, Literal
 from ..config import ExperimentConfig
 from ..training import atomic_write_json, load_checkpoint
 from .folders import CONFIG_FILE, OutputFolderError, claim_folder, seed_folder
+from .preflight import Training, preflight, validate_names
 from .setup import Prepared, prepare
 from .stages import TeacherHandle, load_teacher, train_network
 
@@ -102,23 +103,6 @@ class RunState:
 RunFolderError = OutputFolderError  # the name rolekd run has always raised
 
 
-def validate_names(cfg: ExperimentConfig) -> None:
-    """Names that only resolve at build time (models, KD method) are checked before any training."""
-    from ..kd import available_methods
-    from ..models import available_models
-
-    for field_name, name in (("teacher.model", cfg.teacher.model), ("student.model", cfg.student.model)):
-        if name not in available_models():
-            raise ValueError(f"{field_name}: unknown model {name!r}; expected one of: {', '.join(available_models())}")
-    if cfg.distill.method not in available_methods():
-        raise ValueError(
-            f"distill.method: unknown KD method {cfg.distill.method!r}; expected one of: {', '.join(available_methods())}"
-        )
-    from ..kd import resolve_settings
-
-    resolve_settings(cfg.distill)  # per_method names and settings, before any training
-
-
 def given_schedule(cfg: ExperimentConfig) -> Path | None:
     """The schedule file ``pipeline.stage_alpha.schedule`` names (a schedule JSON, a run folder whose
     stage α searched it, or a packaged schedule's name such as ``pba-rcifar10``), checked before any
@@ -182,6 +166,8 @@ class Pipeline:
         if self.prep is None:
             self.prep = prepare(cfg, self.data_dir)
         rows = plan_rows(cfg)
+        preflight(cfg, self.prep, [Training(r.label, r.role, r.kd, r.warm_start, r.agents, r.schedule is not None)
+                                   for r in rows], say=self.say)
         self._stage("stage α: teacher schedule A_T", lambda: self._schedule("A_T"))
         for seed in cfg.pipeline.seeds:
             for row in rows:

@@ -60,7 +60,11 @@ def search_command(
     prep = prep or prepare(cfg, data_dir, device=torch.device("cpu"))
     teacher = load_teacher(teacher_path, cfg, prep) if teacher_path is not None else None
     args = search_args(cfg, role, prep, teacher)
-    make_trial_trainer({**args, "config": {**args["config"], "device": "cpu"}}, 0)  # fail here, not in 16 trials
+    # fail here, not in 16 trials: build a trial and step it once (its objective stays uninitialised: a dry run)
+    dry = make_trial_trainer({**args, "config": {**args["config"], "device": "cpu"}}, 0)
+    if getattr(dry.trainer.objective, "needs_initialization", False):
+        dry.trainer.objective.skip_initialization()
+    dry.trainer.check_step()
     return run_search(
         make_trial_trainer, args, cfg.search, out, address=address,
         use_gpu=use_gpu, resume=resume, progress=progress, label=f"search {role}", seed=cfg.seed,

@@ -24,7 +24,7 @@ from ..config import TrainConfig
 from ..data.tensors import ImageSet, Normalizer, batch_indices, steps_per_epoch
 from .checkpoint import CheckpointError, atomic_write_text, check_weights, load_checkpoint, save_checkpoint
 from .fastpath import resolve_fast_path
-from .objective import Objective, StepContext, total_loss
+from .objective import Objective, StepContext, StepOutput, total_loss
 
 Callback = Callable[[str, dict[str, Any]], None]
 REPORT_EVERY = 20  # steps between host syncs for progress and the NaN check
@@ -113,16 +113,40 @@ class Trainer:
             batch = aug(batch, ctx)
         return batch
 
+    def _context(self, epoch: int, gen: torch.Generator) -> AugmentContext:
+        return AugmentContext(epoch=epoch, num_epochs=self.num_epochs, generator=gen, fill=self.normalizer.fill,
+                              models=self.context_models, normalize=self.normalizer)
+
+    def _forward_backward(self, batch: Batch, actx: AugmentContext, sctx: StepContext) -> tuple[Batch, StepOutput]:
+        """Augment, forward the objective, backward: a training step up to the optimiser update."""
+        batch = self.augment(batch, actx)
+        with self.fast.autocast():
+            out = self.objective(self.forward_model, batch, sctx)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.objective.backward(out, self.params)
+        return batch, out
+
+    def check_step(self, n: int = 8) -> None:
+        """One step's augmentation, forward and backward on the first ``n`` training images, without updating
+        the weights: the pre-flight's proof that this network, objective and augmenters work together."""
+        self.model.train()
+        self.objective.train()
+        idx = torch.arange(min(n, len(self.train_set)), device=self.device)
+        actx = self._context(0, epoch_generator(self.seed, 0, self.device))
+        _, out = self._forward_backward(Batch(self.train_set.images[idx], self.train_set.labels[idx]), actx,
+                                        StepContext(0, self.num_epochs, 0, 1))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = total_loss(out).detach()
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(f"the first step's loss is {loss.item()}: expected a finite loss")
+
     def train_epoch(self, callback: Callback | None = None) -> dict[str, float]:
         cfg, epoch = self.cfg, self.epoch
         self.model.train()
         self.objective.train()
         self.objective.on_epoch_start(epoch, self.num_epochs)
         gen = epoch_generator(self.seed, epoch, self.device)
-        actx = AugmentContext(
-            epoch=epoch, num_epochs=self.num_epochs, generator=gen, fill=self.normalizer.fill,
-            models=self.context_models, normalize=self.normalizer,
-        )
+        actx = self._context(epoch, gen)
         lr = self.optimizer.param_groups[0]["lr"]
         sums: dict[str, Tensor] = {}
         correct = torch.zeros((), device=self.device)
@@ -132,12 +156,7 @@ class Trainer:
         for step, idx in enumerate(batch_indices(len(self.train_set), cfg.batch_size, gen, True, self.device)):
             actx.step = step
             batch = Batch(self.train_set.images[idx], self.train_set.labels[idx])
-            batch = self.augment(batch, actx)
-            sctx = StepContext(epoch, self.num_epochs, step, spe)
-            with self.fast.autocast():
-                out = self.objective(self.forward_model, batch, sctx)
-            self.optimizer.zero_grad(set_to_none=True)
-            self.objective.backward(out, self.params)
+            batch, out = self._forward_backward(batch, actx, StepContext(epoch, self.num_epochs, step, spe))
             if cfg.grad_clip:
                 nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
             self.optimizer.step()
