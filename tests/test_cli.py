@@ -304,3 +304,21 @@ def test_a_folder_dataset_with_an_empty_class_names_it(tmp_path):
             Image.new("RGB", (8, 8)).save(tmp_path / name / f"{i}.png")
     r = run_cli("train", "demo", "--set", "data.dataset=folder", "--set", f"data.root={tmp_path}")
     assert_one_line_error(r, f"{tmp_path / 'emu'}: class folder 'emu' holds no images")
+
+
+def test_distill_resume_from_another_teacher_file_is_refused_naming_both(tmp_path):
+    first, second = _resnet8_checkpoint(tmp_path / "a.pt"), tmp_path / "b.pt"
+    from rolekd.quant import build_network
+    from rolekd.training import save_checkpoint
+
+    torch.manual_seed(1)
+    save_checkpoint(second, {"model": build_network(RESNET8).state_dict(), "meta": RESNET8, "epoch": 1})
+    out = tmp_path / "s"
+    small = ["--set", "teacher.model_args.width=8", "--set", "student.model_args.width=8",
+             "--set", "student.train.epochs=1", "--set", "distill.method=soft", "--out", str(out)]
+    assert run_cli("distill", "demo", "--teacher", str(first), *small).returncode == 0
+    assert run_cli("distill", "demo", "--teacher", str(first), *small, "--resume").returncode == 0
+    r = run_cli("distill", "demo", "--teacher", str(second), *small, "--resume")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    (line,) = [x for x in r.stderr.splitlines() if x.startswith("rolekd: error:")]
+    assert f"distilled from the teacher {first}" in line and f"not from --teacher {second}" in line

@@ -104,19 +104,18 @@ def distill(config: ConfigLike, teacher: str | Path, *, out: str | Path | None =
 def _train_role(cfg: ExperimentConfig, role: Role, out: Path, schedule: str | Path | None,
                 teacher_path: str | Path | None, resume: bool, data_dir: str | None,
                 progress: ProgressFactory | None, say: Say) -> TrainResult:
-    from .folders import claim_folder
+    from .folders import claim_folder, claim_teacher
     from .preflight import Training, preflight, validate_names
     from .setup import prepare
     from .stages import augmentation_cutout, load_teacher, role_config, train_network
 
     validate_names(cfg)
     loaded = _load_schedule(schedule)
+    claim_folder(cfg, out, resume, "last.pt")  # a folder of other settings fails before any data loads
     prep = prepare(cfg, data_dir)
     teacher = load_teacher(teacher_path, cfg, prep) if teacher_path is not None else None
-    agents = cfg.student.agents if role == "student" else ()
-    preflight(cfg, prep, [Training(f"{role} training", role, teacher is not None, False, tuple(agents),
-                                   loaded is not None)], teacher, say=say)
-    claim_folder(cfg, out, resume, "last.pt")
+    if teacher_path is not None:
+        claim_teacher(out, teacher_path, "last.pt")
     net = role_config(cfg, role)
     aug = "crop + flip" if loaded is None else f"schedule {schedule} + crop + flip"
     cutout = augmentation_cutout(cfg, loaded is not None)
@@ -128,6 +127,9 @@ def _train_role(cfg: ExperimentConfig, role: Role, out: Path, schedule: str | Pa
         s = cfg.student
         say(f"distilling {teacher.meta['model']} -> {s.model} (W/A {s.w_bits}/{s.a_bits}) with {cfg.distill.method} "
             f"on {prep.full.name} ({prep.device}); augmentation: {aug}")
+    agents = cfg.student.agents if role == "student" else ()
+    preflight(cfg, prep, [Training(f"{role} training", role, teacher is not None, False, tuple(agents),
+                                   loaded is not None)], teacher, say=say)
     with (progress or _no_progress)(role, net.train.epochs) as callback:
         fit = train_network(cfg, prep, role, out, schedule=loaded, teacher=teacher, agents=agents, resume=resume,
                             callback=callback)

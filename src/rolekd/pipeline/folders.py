@@ -40,3 +40,24 @@ def claim_folder(cfg: ExperimentConfig, out: str | Path, resume: bool, progress:
 def seed_folder(folder: str | Path, seed: int) -> Path:
     """Where one seed of a row trains inside a run folder (``<row folder>/seed<N>``), for every run layout."""
     return Path(folder) / f"seed{seed}"
+
+
+TEACHER_FILE = "teacher.json"
+
+
+def claim_teacher(out: Path, teacher_path: str | Path, progress: str) -> None:
+    """A folder distilled from a teacher belongs to that teacher too: the file's SHA-256 is kept beside
+    ``config.yaml``, and continuing the folder (``progress`` exists) from another teacher file is refused."""
+    import hashlib
+    import json
+
+    digest = hashlib.sha256(Path(teacher_path).read_bytes()).hexdigest()
+    record = out / TEACHER_FILE
+    if (out / progress).exists() and record.is_file():
+        saved = json.loads(record.read_text())
+        if saved.get("sha256") != digest:
+            raise OutputFolderError(
+                f"--resume: {out} was distilled from the teacher {saved.get('path')} (sha256 {saved.get('sha256', '')[:12]}), "
+                f"not from --teacher {teacher_path} (sha256 {digest[:12]}); pass that teacher or choose another --out")
+        return
+    atomic_write_text(record, json.dumps({"path": str(Path(teacher_path).resolve()), "sha256": digest}) + "\n")

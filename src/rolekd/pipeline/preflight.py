@@ -84,7 +84,8 @@ def preflight(cfg: ExperimentConfig, prep: Prepared, trainings: Iterable[Trainin
             inferred.update(_inferred(cfg, "student", model))
             inferred.update(_inferred(cfg, "teacher", stand_in.model))
     if say is not None:
-        say(f"pre-flight: {len(kinds)} kind(s) of training built and stepped once on {len(tiny.train)} images")
+        if len(kinds) > 1:  # a single training says nothing: its first step follows at once
+            say(f"pre-flight: {len(kinds)} kinds of training built and stepped once on {len(tiny.train)} images")
         for note in inferred.values():
             say(note)
     return len(kinds)

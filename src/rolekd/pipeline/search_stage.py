@@ -23,7 +23,7 @@ from ..data import Dataset, ImageSet, Normalizer
 from ..plugins import load_plugins, plugin_state
 from ..pba import SearchResult, TrialParts, run_search
 from ..pba.run import EXPERIMENT, TUNER_STATE
-from .folders import claim_folder
+from .folders import claim_folder, claim_teacher
 from ..quant import load_network
 from .setup import Prepared, prepare, resolve_device
 from .stages import Role, TeacherHandle, build_role_trainer, check_objective, initialize_objective, load_teacher
@@ -55,6 +55,8 @@ def search_command(
     out = Path(out_dir) if out_dir is not None else Path("runs") / cfg.name / f"search_{role}"
     if claim:
         claim_folder(cfg, out, resume, f"{EXPERIMENT}/{TUNER_STATE}")
+        if teacher_path is not None:
+            claim_teacher(out, teacher_path, f"{EXPERIMENT}/{TUNER_STATE}")
     address = address or cfg.search.address
     use_gpu = _trials_use_gpu(cfg, address is not None)
     prep = prep or prepare(cfg, data_dir, device=torch.device("cpu"))
