@@ -16,6 +16,7 @@ Files in ``out_dir``::
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import os
@@ -33,7 +34,7 @@ from ..atomic import make_dirs
 from ..augment.policy import Policy
 from ..augment.schedule import Schedule
 from ..config import SearchConfig
-from ..training import atomic_write_json, load_checkpoint
+from ..training import atomic_write_json, atomic_write_text, load_checkpoint
 from .callbacks import HistoryRecorder, SearchProgress
 from .explore import PolicyExplorer
 from .lineage import read_history, reconstruct
@@ -43,6 +44,7 @@ EXPERIMENT = "ray"
 HISTORY = "history.jsonl"
 SCHEDULE = "schedule.json"
 SUMMARY = "search_summary.json"
+RESUMES = "resumes.jsonl"  # one line per --resume: the epoch each trial continued from
 TUNER_STATE = "tuner.pkl"  # what Tuner.restore needs; written before the first trial starts
 MAX_FAILURES = 2  # a crashed/NaN trial is restarted from its last checkpoint this often, then dropped
 KEEP_CHECKPOINTS = 4  # per trial; a paused clone still needs its source's latest (PBT warns at <= 2)
@@ -90,7 +92,10 @@ def run_search(
     restore = _resumable(experiment, resume)
     if not restore:
         (out / HISTORY).unlink(missing_ok=True)  # left by a search whose Ray records are gone
+        (out / RESUMES).unlink(missing_ok=True)
     make_dirs(out)
+    if restore:
+        _record_resume(out, experiment)
     recorder = HistoryRecorder(out / HISTORY)
     display = SearchProgress(label, search_cfg.population, search_cfg.epochs, recorder) if progress else None
     if display is not None:
@@ -143,6 +148,29 @@ def _resumable(experiment: Path, resume: bool) -> bool:
     if recorded and not resume:
         raise SearchError(f"{experiment.parent} already holds a search; pass --resume to continue it or choose another --out")
     return recorded and resume
+
+
+def checkpointed_epochs(experiment: Path) -> dict[str, int]:
+    """trial id -> the epoch of its latest checkpoint: where a restored search continues each trial from."""
+    epochs = {}
+    for trial_dir in sorted(p for p in experiment.iterdir() if p.is_dir()):
+        latest = sorted(trial_dir.glob(f"checkpoint_*/{CHECKPOINT_FILE}"))
+        if latest:
+            state = load_checkpoint(latest[-1])
+            epochs[str(state.get("trial_id", trial_dir.name))] = int(state.get("epoch", 0))
+    return epochs
+
+
+def _record_resume(out: Path, experiment: Path) -> None:
+    lines = [json.dumps({"epochs": checkpointed_epochs(experiment)})]
+    if (out / RESUMES).is_file():
+        lines = (out / RESUMES).read_text().splitlines() + lines
+    atomic_write_text(out / RESUMES, "\n".join(lines) + "\n")
+
+
+def _read_resumes(out: Path) -> list[dict[str, int]]:
+    path = out / RESUMES
+    return [json.loads(line)["epochs"] for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
 
 
 class _PopulationBasedTraining(PopulationBasedTraining):
@@ -334,6 +362,7 @@ def _finish(results: tune.ResultGrid, cfg: SearchConfig, out: Path, timing: dict
         "failed_trials": sorted(Path(r.path).name for r in results if r.error),  # trial folders are named by id
         "exploits": len(history),
         "lineage_matches_history": matches,
+        "resumes": _read_resumes(out),
         "epochs": cfg.epochs,
         "population": cfg.population,
         **timing,

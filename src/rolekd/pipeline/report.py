@@ -205,6 +205,11 @@ def _search_section(rows: list[dict[str, Any]]) -> list[str]:
                    if p else "–")
             md.append(f"| {r['schedule']} | {r['search']} | {100 * s['best_val_acc']:.1f} | {pop} | {finals} "
                       f"| {s['exploits']} | {r['epochs_with_augmentation']} / {r['epochs']} |")
+        for resumed in (s or {}).get("resumes", []):
+            at = sorted(resumed.values())
+            where = f"epoch {at[0]}" if at and at[0] == at[-1] else (f"epochs {at[0]}–{at[-1]}" if at else "the start")
+            notes.append(f"- {r['search']}'s search was interrupted and resumed: its {len(at)} trials continued from "
+                         f"their checkpoints at {where} of {s['epochs']}, not from scratch.")
         if r["epochs_with_augmentation"] == 0:
             notes.append(f"- {r['schedule']} is empty: the best trial kept PBA's initial all-zero policy, i.e. no explored "
                          "policy overtook training without learned augmentation within this search budget. Its rows "
