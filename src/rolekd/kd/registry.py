@@ -121,11 +121,13 @@ def resolve_settings(config: DistillConfig | Mapping[str, Any]) -> DistillSettin
             options["temperature"] = value["temperature"]
         default = params["temperature"].default
         temperature = float(options.get("temperature", default))
-    defaults = LambdaSchedule(cls.default_lam if value["lam"] is None else value["lam"])
+    from ..config import DistillConfig  # the section's defaults, for a mapping that leaves keys out
+
+    fields = DistillConfig.model_fields
     schedule = LambdaSchedule(
-        defaults.lam,
-        defaults.decay if section.get("lam_decay") is None else section["lam_decay"],
-        defaults.every if section.get("lam_every") is None else section["lam_every"],
+        cls.default_lam if value["lam"] is None else value["lam"],
+        fields["lam_decay"].default if section.get("lam_decay") is None else section["lam_decay"],
+        fields["lam_every"].default if section.get("lam_every") is None else section["lam_every"],
     )
     clip = cls.default_clip if value["clip_grad"] is None else bool(value["clip_grad"])
     return DistillSettings(method, schedule.lam, clip, temperature, options, schedule)

@@ -17,8 +17,8 @@ class LambdaSchedule:
     """``lam * decay ** k`` in the k-th period of ``every * num_epochs`` epochs (per epoch, not per step)."""
 
     lam: float
-    decay: float = 0.5
-    every: float = 0.3
+    decay: float  # defaults: config.DistillConfig's lam_decay / lam_every (the one place for them)
+    every: float
 
     def __post_init__(self) -> None:
         require(self.lam >= 0, f"distill lam must be >= 0, got {self.lam}")

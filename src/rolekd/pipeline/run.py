@@ -209,8 +209,8 @@ class Pipeline:
 
             role = "teacher" if which == "A_T" else "student"
             teacher = self._teacher_path(cfg.pipeline.seeds[0]) if role == "student" else None
-            search_command(cfg, role, teacher, self.out / stage / "search", address=cfg.search.address,
-                           resume=self.resume, data_dir=self.data_dir, prep=self.prep)
+            search_command(cfg, role, teacher, self.out / stage / "search", resume=self.resume,
+                           data_dir=self.data_dir, prep=self.prep)
             found = Schedule.load(self.out / stage / "search" / "schedule.json")
             found.save(path)
         else:
