@@ -48,6 +48,7 @@ RESUMES = "resumes.jsonl"  # one line per --resume: the epoch each trial continu
 TUNER_STATE = "tuner.pkl"  # what Tuner.restore needs; written before the first trial starts
 MAX_FAILURES = 2  # a crashed/NaN trial is restarted from its last checkpoint this often, then dropped
 KEEP_CHECKPOINTS = 4  # per trial; a paused clone still needs its source's latest (PBT warns at <= 2)
+AUTH_TOKEN_FILE = Path("~/.ray/auth_token")  # where `ray start` keeps the cluster's token (for messages)
 AUTH_BANNER_LOGGER = "ray._private.authentication.authentication_token_setup"  # warns on every local start
 
 logger = logging.getLogger(__name__)
@@ -105,6 +106,10 @@ def run_search(
             display.note(warning)
     t0 = time.perf_counter()
     with _ray_session(search_cfg, address, use_gpu) as ray_start_s, _quiet_tune():
+        if use_gpu and address and not ray.cluster_resources().get("GPU"):
+            use_gpu = False  # a CPU-only cluster: trials asking for a GPU share would wait forever
+            if display is not None:
+                display.note(f"the cluster at {address} has no GPU: trials run on CPUs only")
         trainable = tune.with_resources(
             tune.with_parameters(PolicyTrial, factory=factory, factory_args=factory_args),
             {"cpu": search_cfg.cpus_per_trial, "gpu": search_cfg.gpus_per_trial if use_gpu else 0},
@@ -277,13 +282,52 @@ def _ray_session(cfg: SearchConfig, address: str | None, use_gpu: bool) -> Itera
                                   logging_level=logging.WARNING)
     with _logger_level(AUTH_BANNER_LOGGER, logging.ERROR):
         if address:
-            ray.init(address=address, **kwargs)
+            join_cluster(address, kwargs)
         else:
             ray.init(num_cpus=local_cpus(cfg), num_gpus=_local_gpus() if use_gpu else 0, **kwargs)
     try:
         yield time.perf_counter() - t0
     finally:
         ray.shutdown()
+
+
+def join_cluster(address: str, kwargs: dict[str, Any]) -> None:
+    """``ray.init(address=...)``, with the token a cluster started by ``ray start`` expects and a one-line error.
+
+    Since Ray 2.59 ``ray start`` turns token authentication on and keeps the token in ``~/.ray/auth_token``, but
+    a driver joining by address sends it only with ``RAY_AUTH_MODE=token`` (unauthenticated, it gets "Failed to
+    connect" after ~30 s). When the user set no mode and a token is at hand, rolekd sets it: a cluster without
+    authentication accepts such a driver too.
+    """
+    _reachable(address)
+    try:  # Ray's own switch: sets RAY_AUTH_MODE=token and refreshes its cached config, if a token exists
+        from ray._private.authentication.authentication_token_setup import maybe_enable_token_auth_if_token_available
+
+        maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+    except ImportError:  # a Ray without token authentication
+        pass
+    try:
+        ray.init(address=address, **kwargs)
+    except ConnectionError as exc:
+        reason = (str(exc).strip().splitlines() or ["ConnectionError"])[0]
+        raise SearchError(
+            f"search.address {address}: cannot join the Ray cluster ({reason}); check that `ray start --head` runs "
+            f"there on that port and that this machine has the cluster's token (RAY_AUTH_TOKEN or {AUTH_TOKEN_FILE}) "
+            "when it uses token authentication") from None
+
+
+def _reachable(address: str) -> None:
+    """A HOST:PORT nobody listens on is said at once (Ray itself retries for minutes before giving up)."""
+    import socket
+
+    host, sep, port = address.rpartition(":")
+    if "://" in address or not sep or not port.isdigit():
+        return  # ray://, auto: Ray resolves those itself
+    try:
+        socket.create_connection((host, int(port)), timeout=10).close()
+    except OSError as exc:
+        raise SearchError(f"search.address {address}: nothing answers there ({exc.strerror or exc}); check that "
+                          "`ray start --head` runs on that machine and port, and that this machine can reach it") from None
 
 
 def local_cpus(cfg: SearchConfig) -> int:
