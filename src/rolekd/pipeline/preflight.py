@@ -48,16 +48,16 @@ class Training:
 
 def validate_names(cfg: ExperimentConfig) -> None:
     """Names that resolve only when built (models, the KD method and its per-method settings), before data loads."""
-    from ..kd import resolve_settings
+    from ..kd import available_methods, resolve_settings
     from ..models import available_models
 
     for field_name, name in (("teacher.model", cfg.teacher.model), ("student.model", cfg.student.model)):
         if name not in available_models():
             raise ValueError(f"{field_name}: unknown model {name!r}; expected one of: {', '.join(available_models())}")
-    try:
-        resolve_settings(cfg.distill)
-    except ValueError as exc:
-        raise ValueError(f"distill.method: {exc}" if "unknown distill method" in str(exc) else str(exc)) from None
+    if cfg.distill.method not in available_methods():
+        raise ValueError(f"distill.method: unknown distill method {cfg.distill.method!r}; expected one of: "
+                         f"{', '.join(available_methods())}")
+    resolve_settings(cfg.distill)  # per_method names and settings
 
 
 def preflight(cfg: ExperimentConfig, prep: Prepared, trainings: Iterable[Training],
