@@ -99,3 +99,10 @@ def test_config_differences_name_each_changed_field_by_dotted_path():
         "data.train_subset (saved None, now 500)", "teacher.train.lr (saved 0.05, now 0.01)",
     ]
     assert config_differences(saved, load_config("demo")) == []
+
+
+def test_search_epochs_default_to_the_searched_roles_own_length_as_pba():
+    cfg = config_from_dict({"teacher": {"train": {"epochs": 80}}, "student": {"train": {"epochs": 40}}})
+    assert (cfg.search_epochs("teacher"), cfg.search_epochs("student")) == (80, 40)
+    cfg = config_from_dict({"teacher": {"train": {"epochs": 80}}, "search": {"epochs": 5}})
+    assert (cfg.search_epochs("teacher"), cfg.search_epochs("student")) == (5, 5)

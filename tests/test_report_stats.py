@@ -57,3 +57,21 @@ def test_comparisons_pair_the_role_wise_row_with_its_baselines_seed_by_seed():
     assert vs_at["mean"] == pytest.approx(-0.01, abs=1e-9)
     assert vs_at["high"] == pytest.approx(-0.01 + 0.0223572, abs=1e-6)
     assert vs_at["verdict"] == "no difference shown"
+
+
+def test_a_row_evaluated_every_few_epochs_reports_its_last_and_best_evaluated_epochs(tmp_path):
+    import json
+
+    from rolekd.pipeline.folders import seed_folder
+    from rolekd.pipeline.report import collect_row
+    from rolekd.pipeline.run import PAPER_ROWS
+
+    row = next(r for r in PAPER_ROWS if r.key == "student_kd")
+    folder = seed_folder(tmp_path / row.folder, 0)
+    folder.mkdir(parents=True)
+    lines = [{"epoch": 1, "train_acc": 0.9}, {"epoch": 2, "train_acc": 0.95, "val_acc": 0.6},
+             {"epoch": 3, "train_acc": 0.99}, {"epoch": 4, "train_acc": 0.99, "val_acc": 0.55}]
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in lines))
+    r = collect_row(tmp_path, row, [0])
+    assert r["last_per_seed"] == [0.55] and r["best_per_seed"] == [0.6]  # never an unevaluated epoch's train acc
+    assert r["curves"][0] == ([2, 4], [0.6, 0.55])

@@ -155,3 +155,18 @@ def test_channels_last_training_matches_the_default_layout():
 
     losses = [make_trainer(epochs=1, channels_last=cl).train_epoch()["train_loss"] for cl in (False, True)]
     assert losses[0] == pytest.approx(losses[1], rel=1e-4)
+
+
+def test_eval_every_evaluates_every_nth_and_the_last_epoch_without_changing_training(tmp_path):
+    every = make_trainer(epochs=5)
+    r = fit(every, tmp_path / "a", eval_every=2)
+    assert [m["epoch"] for m in r.history if "val_acc" in m] == [2, 4, 5]
+    always = make_trainer(epochs=5)
+    ref = fit(always, None)
+    # evaluation never touches the weights or the RNG of training: the same network and the same final accuracy
+    for a, b in zip(every.model.state_dict().values(), always.model.state_dict().values()):
+        assert torch.equal(a, b)
+    assert r.last["val_acc"] == ref.last["val_acc"]
+    # the best epoch is an evaluated one, never an unevaluated epoch's train accuracy
+    assert r.best_epoch in (2, 4, 5)
+    assert r.best_acc == max(m["val_acc"] for m in r.history if "val_acc" in m)

@@ -94,6 +94,10 @@ class TrainConfig(_Section):
     amp: bool | None = Field(None, description="bf16 autocast; default: on with CUDA (never on the CPU)")
     channels_last: bool | None = Field(None, description="channels_last memory format; default: on with CUDA")
     compile: bool = Field(False, description="torch.compile the model (pays off only for long runs)")
+    eval_every: int = Field(
+        1, ge=1, description="evaluate on the test split every this many epochs and at the last (a large test split "
+        "can cost more than a small training set's epoch); search trials evaluate every epoch, as PBT compares them"
+    )
 
     @field_validator("milestones")
     @classmethod
@@ -196,7 +200,10 @@ class DistillConfig(_Section):
 
 class SearchConfig(_Section):
     population: int = Field(16, ge=2)
-    epochs: int = Field(200, ge=1, description="epochs of each trial on the reduced split")
+    epochs: int | None = Field(
+        None, ge=1, description="epochs of each trial on the reduced split; default the searched role's train.epochs, "
+        "as PBA searched for as long as it retrained (200)"
+    )
     perturbation_interval: int = Field(3, ge=1)
     quantile: float = Field(0.25, gt=0, le=0.5)
     resample_probability: float = Field(0.2, ge=0, le=1)
@@ -286,6 +293,11 @@ class ExperimentConfig(_Section):
     search: SearchConfig = Field(default_factory=SearchConfig)
     agents: AgentsConfig = Field(default_factory=AgentsConfig)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
+
+    def search_epochs(self, role: str) -> int:
+        """A trial's epochs when searching ``role``'s schedule: ``search.epochs``, or the role's own length."""
+        net = self.teacher if role == "teacher" else self.student
+        return self.search.epochs if self.search.epochs is not None else net.train.epochs
 
     @model_validator(mode="after")
     def _dataset_root(self) -> "ExperimentConfig":

@@ -74,6 +74,7 @@ def run_search(
     search_cfg: SearchConfig,
     out_dir: str | Path,
     *,
+    epochs: int | None = None,
     address: str | None = None,
     use_gpu: bool = False,
     resume: bool = False,
@@ -83,11 +84,14 @@ def run_search(
 ) -> SearchResult:
     """Search a per-epoch policy schedule; ``factory(factory_args, trial_seed)`` builds each trial.
 
-    ``factory_args`` goes to Ray's object store once and is shared by every trial (put the data
+    Each trial trains ``epochs`` (default ``search_cfg.epochs``). ``factory_args`` goes to Ray's object store once and is shared by every trial (put the data
     there as numpy arrays). ``use_gpu`` gives each trial ``search_cfg.gpus_per_trial`` of a GPU.
     Ray is joined at ``address`` (a cluster) when given, else reused when already initialised, else
     started locally and shut down again at the end.
     """
+    epochs = epochs if epochs is not None else search_cfg.epochs
+    if epochs is None:
+        raise ValueError("run_search: expected the trials' epochs (epochs=, or search_cfg.epochs)")
     out = Path(out_dir).resolve()
     experiment = out / EXPERIMENT
     restore = _resumable(experiment, resume)
@@ -98,9 +102,9 @@ def run_search(
     if restore:
         _record_resume(out, experiment)
     recorder = HistoryRecorder(out / HISTORY)
-    display = SearchProgress(label, search_cfg.population, search_cfg.epochs, recorder) if progress else None
+    display = SearchProgress(label, search_cfg.population, epochs, recorder) if progress else None
     if display is not None:
-        display.note(_session_line(search_cfg, address, use_gpu, restore))
+        display.note(_session_line(search_cfg, epochs, address, use_gpu, restore))
         warning = _population_warning(search_cfg, address, use_gpu)
         if warning:
             display.note(warning)
@@ -118,20 +122,21 @@ def run_search(
             tuner = tune.Tuner.restore(str(experiment), trainable, resume_unfinished=True, resume_errored=True)
         else:
             callbacks = [recorder] + ([display] if display is not None else [])
-            tuner = _new_tuner(trainable, search_cfg, out, callbacks, seed, _fits_at_once(search_cfg, address, use_gpu))
+            tuner = _new_tuner(trainable, search_cfg, epochs, out, callbacks, seed,
+                               _fits_at_once(search_cfg, address, use_gpu))
         results = tuner.fit()
         timing = {"wall_time_s": round(time.perf_counter() - t0, 2), "ray_start_s": round(ray_start_s, 2)}
-    return _finish(results, search_cfg, out, timing)
+    return _finish(results, search_cfg, epochs, out, timing)
 
 
-def _session_line(cfg: SearchConfig, address: str | None, use_gpu: bool, restore: bool) -> str:
+def _session_line(cfg: SearchConfig, epochs: int, address: str | None, use_gpu: bool, restore: bool) -> str:
     what = "continuing" if restore else "starting"
     if ray.is_initialized():
         where = "the running Ray"
     else:
         where = f"Ray cluster {address}" if address else f"a local Ray ({local_cpus(cfg)} CPUs)"
     share = f", {cfg.gpus_per_trial:g} GPU" if use_gpu else ""
-    return f"{what} {cfg.population} trials x {cfg.epochs} epochs on {where}, {cfg.cpus_per_trial:g} CPU{share} per trial"
+    return f"{what} {cfg.population} trials x {epochs} epochs on {where}, {cfg.cpus_per_trial:g} CPU{share} per trial"
 
 
 def _population_warning(cfg: SearchConfig, address: str | None, use_gpu: bool) -> str | None:
@@ -229,7 +234,7 @@ def _fits_at_once(cfg: SearchConfig, address: str | None, use_gpu: bool) -> bool
 
 
 def _new_tuner(
-    trainable: Any, cfg: SearchConfig, out: Path, callbacks: list[tune.Callback], seed: int | None,
+    trainable: Any, cfg: SearchConfig, epochs: int, out: Path, callbacks: list[tune.Callback], seed: int | None,
     all_at_once: bool = False,
 ) -> tune.Tuner:
     """Asynchronous PBT, as PBA ran it on Ray 0.7: at each of its perturbation points a trial in the
@@ -254,7 +259,7 @@ def _new_tuner(
         run_config=tune.RunConfig(
             name=EXPERIMENT,
             storage_path=str(out),
-            stop={"training_iteration": cfg.epochs},
+            stop={"training_iteration": epochs},
             verbose=0,
             callbacks=callbacks,
             failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
@@ -383,18 +388,19 @@ def _logger_level(name: str, level: int) -> Iterator[None]:
 # ---- schedule extraction ------------------------------------------------------------------------
 
 
-def _finish(results: tune.ResultGrid, cfg: SearchConfig, out: Path, timing: dict[str, float]) -> SearchResult:
-    finals = _final_accuracies(results, cfg.epochs)
+def _finish(results: tune.ResultGrid, cfg: SearchConfig, epochs: int, out: Path,
+            timing: dict[str, float]) -> SearchResult:
+    finals = _final_accuracies(results, epochs)
     unfinished = sum(1 for r in results if r.error is None and (r.metrics or {}).get("trial_id") not in finals)
     if unfinished:
         raise SearchError(f"the search stopped with {unfinished} trials unfinished; run it again with --resume to continue")
     if not finals:
-        raise SearchError(f"no trial of the search finished its {cfg.epochs} epochs; see the error.txt files under {out / EXPERIMENT}")
+        raise SearchError(f"no trial of the search finished its {epochs} epochs; see the error.txt files under {out / EXPERIMENT}")
     best_trial = max(finals, key=lambda t: finals[t][0])
     best_acc, checkpoint = finals[best_trial]
-    schedule = _trial_schedule(checkpoint, cfg.epochs)
+    schedule = _trial_schedule(checkpoint, epochs)
     history = read_history(out / HISTORY)
-    matches = reconstruct(history, best_trial, cfg.epochs, Policy.zeros()).policies == schedule.policies
+    matches = reconstruct(history, best_trial, epochs, Policy.zeros()).policies == schedule.policies
     if not matches:
         logger.warning("%s: the lineage rebuilt from %s differs from the schedule in %s's checkpoint; "
                        "the checkpoint's is kept", out, HISTORY, best_trial)
@@ -407,7 +413,7 @@ def _finish(results: tune.ResultGrid, cfg: SearchConfig, out: Path, timing: dict
         "exploits": len(history),
         "lineage_matches_history": matches,
         "resumes": _read_resumes(out),
-        "epochs": cfg.epochs,
+        "epochs": epochs,
         "population": cfg.population,
         **timing,
     })

@@ -22,6 +22,12 @@ DEMO_NOTE = (
 )
 
 
+def _search_epochs(cfg: ExperimentConfig) -> str:
+    """``40``, or ``80 (teacher) / 40 (student)`` when the searches' lengths follow the roles'."""
+    t, s = cfg.search_epochs("teacher"), cfg.search_epochs("student")
+    return str(t) if t == s else f"{t} (teacher) / {s} (student)"
+
+
 def _fmt(s: dict[str, float]) -> str:
     if s["n"] > 1:
         return f"{100 * s['mean']:.2f} ± {100 * s['std']:.2f}"
@@ -36,10 +42,11 @@ def collect_row(out: Path, row: "Row", seeds: list[int]) -> dict[str, Any] | Non
         if not path.is_file():
             return None
         rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        accs = [r["val_acc"] for r in rows]
+        evaluated = [r for r in rows if "val_acc" in r]  # every train.eval_every epochs and the last
+        accs = [r["val_acc"] for r in evaluated]
         last.append(accs[-1])
         best.append(max(accs))
-        curves[seed] = accs
+        curves[seed] = ([r["epoch"] for r in evaluated], accs)
     return {"key": row.key, "label": row.label, "role": row.role, "last": spread(last), "best": spread(best),
             "last_per_seed": last, "best_per_seed": best, "curves": curves}
 
@@ -92,8 +99,8 @@ def _plot_curves(results: list[dict[str, Any]], path: Path) -> None:
         for r in results:
             if r["role"] != role:
                 continue
-            for i, (seed, accs) in enumerate(sorted(r["curves"].items())):
-                ax.plot(range(1, len(accs) + 1), [100 * a for a in accs], label=r["label"] if i == 0 else None,
+            for i, (seed, (epochs, accs)) in enumerate(sorted(r["curves"].items())):
+                ax.plot(epochs, [100 * a for a in accs], label=r["label"] if i == 0 else None,
                         alpha=0.9 if i == 0 else 0.4)
         ax.set_title(f"{role}: test accuracy per epoch")
         ax.set_xlabel("epoch")
@@ -263,11 +270,11 @@ def write_report(out: Path, cfg: ExperimentConfig, rows: list["Row"], times: dic
     atomic_write_json(out / "report.json", report)
     md = [f"# rolekd report: {cfg.name}", ""]
     if cfg.name == "demo":
-        md += [DEMO_NOTE.format(population=cfg.search.population, search_epochs=cfg.search.epochs), ""]
+        md += [DEMO_NOTE.format(population=cfg.search.population, search_epochs=_search_epochs(cfg)), ""]
     md += [
         f"Data: {_dataset_label(cfg)}. Teacher: {cfg.teacher.model}, {cfg.teacher.train.epochs} epochs. "
         f"Student: {cfg.student.model} W/A {cfg.student.w_bits}/{cfg.student.a_bits}, {cfg.student.train.epochs} epochs, "
-        f"KD: {cfg.distill.method}. Search: population {cfg.search.population}, {cfg.search.epochs} epochs on "
+        f"KD: {cfg.distill.method}. Search: population {cfg.search.population}, {_search_epochs(cfg)} epochs on "
         f"{cfg.data.reduced_train} training / {cfg.data.reduced_val} validation images. Seeds: {cfg.pipeline.seeds}.",
         "",
         f"KD: {distill}.",

@@ -68,7 +68,7 @@ def search_command(
         dry.trainer.objective.skip_initialization()
     dry.trainer.check_step()
     return run_search(
-        make_trial_trainer, args, cfg.search, out, address=address,
+        make_trial_trainer, args, cfg.search, out, epochs=args["epochs"], address=address,
         use_gpu=use_gpu, resume=resume, progress=progress, label=f"search {role}", seed=cfg.seed,
     )
 
@@ -95,7 +95,7 @@ def search_args(cfg: ExperimentConfig, role: Role, prep: Prepared, teacher: Teac
     return {
         "config": cfg.model_dump(mode="json"),
         "role": role,
-        "epochs": cfg.search.epochs,  # the role's recipe, its lr schedule spanning the search
+        "epochs": cfg.search_epochs(role),  # the role's recipe, its lr schedule spanning the search
         "plugins": plugin_state(),  # the user's --import modules: trials build their models too
         "data": {
             "name": reduced.name, "num_classes": reduced.num_classes, "classes": list(reduced.classes),

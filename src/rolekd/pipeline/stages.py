@@ -220,4 +220,4 @@ def train_network(
     if not resuming:  # a resumed run restores the objective's state from its checkpoint
         initialize_objective(parts.objective, cfg, data, prep, seed, parts.trainer.num_epochs)
     return fit(parts.trainer, out_dir, parts.meta, resume=resume, callback=callback,
-               eval_batch_size=cfg.data.eval_batch_size)
+               eval_batch_size=cfg.data.eval_batch_size, eval_every=role_config(cfg, role).train.eval_every)

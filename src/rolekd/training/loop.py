@@ -278,8 +278,10 @@ def fit(
     resume: bool = False,
     callback: Callback | None = None,
     eval_batch_size: int = 1000,
+    eval_every: int = 1,
 ) -> FitResult:
-    """Train to ``trainer.num_epochs``, evaluating each epoch; with ``out_dir``, keep metrics and checkpoints.
+    """Train to ``trainer.num_epochs``, evaluating every ``eval_every`` epochs and at the last; with ``out_dir``,
+    keep metrics and checkpoints. The best epoch is the best evaluated one (train accuracy without an eval set).
 
     ``resume`` continues from ``out_dir/last.pt``; metrics past the checkpoint's epoch (written by a
     run killed mid-save) are dropped, so a resumed run ends identical to an uninterrupted one.
@@ -302,6 +304,7 @@ def fit(
                 callback("resume", {"epoch": trainer.epoch})
     meta = dict(meta or {})
     total = trainer.num_epochs
+    evaluates = trainer.eval_set is not None and len(trainer.eval_set) > 0
     while trainer.epoch < total:
         t0 = time.perf_counter()
         try:
@@ -309,9 +312,11 @@ def fit(
         except NonFiniteLossError as exc:
             kept = f"; kept the last good checkpoint {out / 'last.pt'}" if out is not None and (out / "last.pt").exists() else ""
             raise NonFiniteLossError(f"{exc}{kept}") from None
-        record.update({f"val_{k}": v for k, v in trainer.evaluate(batch_size=eval_batch_size).items()})
+        due = record["epoch"] % eval_every == 0 or record["epoch"] == total
+        if due:
+            record.update({f"val_{k}": v for k, v in trainer.evaluate(batch_size=eval_batch_size).items()})
         record["time_s"] = time.perf_counter() - t0
-        acc = record.get("val_acc", record["train_acc"])
+        acc = record.get("val_acc", -1.0 if evaluates else record["train_acc"])
         if acc > best_acc:
             best_acc, best_epoch = acc, record["epoch"]
         record["best_acc"], record["best_epoch"] = best_acc, best_epoch
