@@ -21,6 +21,7 @@ from typing import Callable
 import torch
 
 from rolekd.agents import BackwardPassAgent, HardAgent, SpatialAugmentor
+from rolekd.config import BackwardAgentConfig, HardAgentConfig
 from rolekd.augment.base import AugmentContext, Augmenter, Batch
 from rolekd.data import Normalizer
 from rolekd.kd import build_objective
@@ -42,9 +43,9 @@ CASES: list[tuple[str, Callable[[], list[Augmenter]]]] = [
     ("KD (no agent)", lambda: []),
     ("KD, batch + 50% copies (the agents' batch, nothing generated)", lambda: [Copies()]),
     ("KD + backward, 1 sign step (default)", lambda: [BackwardPassAgent()]),
-    ("KD + backward, 3 sign steps", lambda: [BackwardPassAgent(steps=3)]),
-    ("KD + HARD affine, update every step (default)", lambda: [HardAgent(SpatialAugmentor("affine"))]),
-    ("KD + HARD affine, update every 4 steps", lambda: [HardAgent(SpatialAugmentor("affine"), update_every=4)]),
+    ("KD + backward, 3 sign steps", lambda: [BackwardPassAgent(BackwardAgentConfig(steps=3))]),
+    ("KD + HARD affine, update every step (default)", lambda: [HardAgent(SpatialAugmentor())]),
+    ("KD + HARD affine, update every 4 steps", lambda: [HardAgent(SpatialAugmentor(), HardAgentConfig(update_every=4))]),
 ]
 NORM = Normalizer((0.49, 0.48, 0.45), (0.25, 0.24, 0.26))
 

@@ -16,7 +16,7 @@ from rolekd.agents import (
 )
 from rolekd.agents.backward import input_bounds, kl_per_sample
 from rolekd.augment.base import AugmentContext, Batch
-from rolekd.config import TrainConfig, config_from_dict
+from rolekd.config import BackwardAgentConfig, HardAgentConfig, TrainConfig, config_from_dict
 from rolekd.data import ImageSet, Normalizer, load_digits_dataset
 from rolekd.models import build_model
 from rolekd.quant import quantize_model
@@ -91,7 +91,7 @@ def test_one_ascent_step_raises_the_divergence(divergence, step_type):
     teacher, student = nets()
     teacher.eval(), student.eval()
     step = {"raw": 50.0, "sign": 0.02, "l2": 0.5}[step_type]  # raw: random nets have tiny input gradients
-    agent = BackwardPassAgent(steps=1, step_size=step, step_type=step_type, divergence=divergence)
+    agent = BackwardPassAgent(BackwardAgentConfig(steps=1, step_size=step, step_type=step_type, divergence=divergence))
     x = input_batch().images
     lo, hi = input_bounds(ctx_for(teacher, student), 3, x.device)
     with torch.no_grad():
@@ -107,7 +107,7 @@ def test_ascent_goes_through_a_quantised_students_straight_through_path():
     student = build_model("mlp", 10, image_size=SIZE, hidden=64)
     quantize_model(student, 2, 2)  # rounding has zero gradient almost everywhere: only the STE passes one
     teacher.eval(), student.eval()
-    agent = BackwardPassAgent(steps=1, step_size=0.02, divergence="mse")
+    agent = BackwardPassAgent(BackwardAgentConfig(steps=1, step_size=0.02, divergence="mse"))
     x = input_batch().images.requires_grad_(True)
     (g_student,) = torch.autograd.grad(student(x).pow(2).sum(), x)
     assert g_student.abs().sum() > 0
@@ -121,7 +121,7 @@ def test_ascent_goes_through_a_quantised_students_straight_through_path():
 def test_sign_steps_respect_the_epsilon_ball_and_the_pixel_range():
     teacher, student = nets()
     eps = 0.3
-    agent = BackwardPassAgent(steps=5, step_size=0.2, step_type="sign", epsilon=eps)
+    agent = BackwardPassAgent(BackwardAgentConfig(steps=5, step_size=0.2, step_type="sign", epsilon=eps))
     b = pixel_batch()
     b.images[:, :, :4] = 0  # pixels already at the ends of the range
     b.images[:, :, -4:] = 255
@@ -141,7 +141,7 @@ def test_backward_agent_appends_soft_labelled_samples():
     teacher, student = nets()
     b = input_batch(n=10)
     b.hard_mask = torch.tensor([True] * 9 + [False])
-    out = BackwardPassAgent(fraction=0.5)(b, ctx_for(teacher, student))
+    out = BackwardPassAgent(BackwardAgentConfig(fraction=0.5))(b, ctx_for(teacher, student))
     assert len(out) == 15 and out.images.dtype == b.images.dtype
     assert out.hard_mask.tolist() == [True] * 9 + [False] * 6
     assert torch.equal(out.images[:10], b.images)
@@ -183,9 +183,9 @@ def test_generation_leaves_both_models_untouched(agent):
         model(input_batch(4).images).sum().backward()
     snaps = [snapshot(teacher), snapshot(student)]
     if agent == "backward":
-        a = BackwardPassAgent(steps=3, step_type="raw")
+        a = BackwardPassAgent(BackwardAgentConfig(steps=3, step_type="raw"))
     else:
-        a = HardAgent(SpatialAugmentor("affine"), lr=0.1)
+        a = HardAgent(SpatialAugmentor(HardAgentConfig(mode="affine")), HardAgentConfig(lr=0.1))
     before = [p.clone() for p in getattr(getattr(a, "augmentor", None), "parameters", lambda: [])()]
     out = a(input_batch(), ctx_for(teacher, student))
     assert len(out) == 48
@@ -200,9 +200,9 @@ def test_generation_leaves_both_models_untouched(agent):
 
 def test_identity_initialised_augmentor_returns_the_input():
     x = input_batch().images
-    aug = SpatialAugmentor("affine")
+    aug = SpatialAugmentor(HardAgentConfig(mode="affine"))
     assert torch.allclose(aug(x), x, atol=1e-5)  # the distribution's centre: exactly the identity
-    narrow = SpatialAugmentor("affine", init_std=1e-6)
+    narrow = SpatialAugmentor(HardAgentConfig(mode="affine", init_std=1e-6))
     assert torch.allclose(narrow(x, torch.Generator().manual_seed(0)), x, atol=1e-3)
     theta = aug.theta(aug.sample_params(3, None))
     assert torch.equal(theta, torch.eye(2, 3).expand(3, 2, 3))
@@ -227,7 +227,7 @@ def moments(img):
 
 
 def test_translation_mode_produces_pure_translations():
-    aug = SpatialAugmentor("translation", max_translation=0.2, init_std=1.0)
+    aug = SpatialAugmentor(HardAgentConfig(mode="translation", max_translation=0.2, init_std=1.0))
     params = aug.sample_params(16, torch.Generator().manual_seed(0))
     theta = aug.theta(params)
     assert torch.equal(theta[:, :, :2], torch.eye(2).expand(16, 2, 2))
@@ -246,7 +246,8 @@ def test_translation_mode_produces_pure_translations():
 
 
 def test_affine_mode_stays_within_its_bounds():
-    aug = SpatialAugmentor("affine", max_translation=0.1, max_rotation=20, max_scale=0.1, max_shear=0.2, init_std=3.0)
+    aug = SpatialAugmentor(HardAgentConfig(mode="affine", max_translation=0.1, max_rotation=20, max_scale=0.1,
+                                           max_shear=0.2, init_std=3.0))
     p = aug.sample_params(256, torch.Generator().manual_seed(0))
     bounds = torch.tensor([0.2, 0.2, math.radians(20), 0.1, 0.2, 0.2])
     assert (p.abs() <= bounds).all() and (p.abs().amax(0) > 0.9 * bounds).all()
@@ -264,7 +265,8 @@ def mean_disagreement(agent, teacher, student, x, seed=123):
 def test_hard_updates_raise_the_disagreement_on_held_out_batches(trained, digits):
     teacher, student = trained
     ds, norm = digits
-    agent = HardAgent(SpatialAugmentor("translation", max_translation=0.25), consistency=0.0, lr=0.05)
+    agent = HardAgent(SpatialAugmentor(HardAgentConfig(mode="translation", max_translation=0.25)),
+                      HardAgentConfig(consistency=0.0, lr=0.05))
     held_out = norm(ds.test.images[:200])
     before = mean_disagreement(agent, teacher, student, held_out)
     x, g = norm(ds.train.images), torch.Generator().manual_seed(0)
@@ -281,8 +283,8 @@ def test_huge_consistency_keeps_the_teachers_top1(trained, digits):
     x = norm(ds.test.images[:128])
 
     def fresh(consistency=1.0):
-        augmentor = SpatialAugmentor("affine", max_translation=0.3, max_rotation=60, init_std=0.5)
-        return HardAgent(augmentor, consistency=consistency, lr=0.2)
+        augmentor = SpatialAugmentor(HardAgentConfig(mode="affine", max_translation=0.3, max_rotation=60, init_std=0.5))
+        return HardAgent(augmentor, HardAgentConfig(consistency=consistency, lr=0.2))
 
     with torch.no_grad():
         probs = F.softmax(teacher(x), 1)
@@ -313,7 +315,8 @@ def test_a_seed_reproduces_the_generated_batch(kind):
     def run(seed):
         teacher, student = nets()
         student.train()
-        agent = BackwardPassAgent(steps=2) if kind == "backward" else HardAgent(SpatialAugmentor("affine"), lr=0.1)
+        agent = (BackwardPassAgent(BackwardAgentConfig(steps=2)) if kind == "backward"
+                 else HardAgent(SpatialAugmentor(HardAgentConfig(mode="affine")), HardAgentConfig(lr=0.1)))
         ctx = ctx_for(teacher, student, seed)
         return [agent(input_batch(), ctx) for _ in range(2)]
 
@@ -326,14 +329,14 @@ def test_a_seed_reproduces_the_generated_batch(kind):
 def test_hard_state_round_trips_through_state_dict():
     teacher, student = nets()
     student.train()
-    agent = HardAgent(SpatialAugmentor("affine"), lr=0.1, update_every=2)
+    agent = HardAgent(SpatialAugmentor(HardAgentConfig(mode="affine")), HardAgentConfig(lr=0.1, update_every=2))
     ctx = ctx_for(teacher, student)
     for _ in range(3):
         agent(input_batch(), ctx)
     buf = io.BytesIO()
     torch.save(agent.state_dict(), buf)
     buf.seek(0)
-    restored = HardAgent(SpatialAugmentor("affine"), lr=0.1, update_every=2)
+    restored = HardAgent(SpatialAugmentor(HardAgentConfig(mode="affine")), HardAgentConfig(lr=0.1, update_every=2))
     restored.load_state_dict(torch.load(buf, weights_only=True))
     assert restored.calls == 3
     for p, q in zip(agent.augmentor.parameters(), restored.augmentor.parameters()):
@@ -348,7 +351,7 @@ def test_hard_state_round_trips_through_state_dict():
 def test_update_every_sets_the_augmentor_to_student_ratio():
     teacher, student = nets()
     student.train()
-    agent = HardAgent(SpatialAugmentor("translation"), lr=0.1, update_every=3)
+    agent = HardAgent(SpatialAugmentor(HardAgentConfig(mode="translation")), HardAgentConfig(lr=0.1, update_every=3))
     ctx = ctx_for(teacher, student)
     seen = []
     for _ in range(7):
@@ -403,7 +406,7 @@ def make_trainer(teacher, seed=0):
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (64, 3, SIZE, SIZE), generator=g, dtype=torch.uint8)
     data = ImageSet(images, torch.randint(0, 4, (64,), generator=g))
-    agent = HardAgent(SpatialAugmentor("affine"), lr=0.05)
+    agent = HardAgent(SpatialAugmentor(HardAgentConfig(mode="affine")), HardAgentConfig(lr=0.05))
     cfg = TrainConfig(epochs=3, batch_size=16, optimizer="adam", lr=1e-3)
     return Trainer(student, data, data, SoftAndHard(teacher), [agent, BackwardPassAgent()], cfg, NORM, seed=seed,
                    context_models={"teacher": teacher}), agent
@@ -430,7 +433,7 @@ def test_agents_in_the_training_loop_resume_exactly(tmp_path):
     for p, q in zip(full_agent.augmentor.parameters(), resumed_agent.augmentor.parameters()):
         assert torch.equal(p, q)
     # what augment-preview does with a student's last.pt: the learned augmentor comes back
-    previewed = HardAgent(SpatialAugmentor("affine"))
+    previewed = HardAgent(SpatialAugmentor(HardAgentConfig(mode="affine")))
     assert restore_from_checkpoint(previewed, torch.load(tmp_path / "b" / "last.pt", weights_only=True))
     assert torch.equal(previewed.augmentor.log_std, full_agent.augmentor.log_std)
     assert not restore_from_checkpoint(previewed, torch.load(tmp_path / "b" / "best.pt", weights_only=True))
@@ -445,7 +448,8 @@ def test_agent_preview_writes_a_png(tmp_path, kind):
 
     teacher, student = nets()
     student.train()
-    agent = BackwardPassAgent() if kind == "backward" else HardAgent(SpatialAugmentor("affine", init_std=0.5))
+    agent = (BackwardPassAgent() if kind == "backward"
+             else HardAgent(SpatialAugmentor(HardAgentConfig(mode="affine", init_std=0.5))))
     calls = getattr(agent, "calls", 0)
     path = agent_preview(agent, pixel_batch(10), ctx_for(teacher, student), tmp_path / "p" / "preview.png",
                          classes=[f"c{i}" for i in range(10)])

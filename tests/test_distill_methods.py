@@ -234,3 +234,17 @@ def test_iikd_sums_its_svd_terms_and_averages_rkd_over_the_batch():
     assert torch.allclose(twice["rkd_angle"], once["rkd_angle"], rtol=1e-5)
     normaliser = ((2 * n - 1) / (2 * (n - 1))) ** 2
     assert torch.allclose(twice["rkd_distance"], normaliser * once["rkd_distance"], rtol=1e-3)
+
+
+def test_iikd_options_are_its_parts_own_under_their_prefix_with_the_parts_defaults():
+    from rolekd.kd.mhgd import MHGD
+    from rolekd.kd.rkd import RKD
+
+    expected = {**{f"rkd_{k}": v for k, v in RKD.option_defaults().items()},
+                **{f"mhgd_{k}": v for k, v in MHGD.option_defaults().items()}}
+    assert IIKD.option_defaults() == expected and "rkd_distance_weight" in expected
+    iikd = IIKD(rkd_angle_weight=7.0, mhgd_heads=2)
+    assert iikd.rkd.angle_weight == 7.0 and iikd.mhgd.num_heads == 2
+    assert iikd.rkd.distance_weight == RKD().distance_weight and iikd.mhgd.fit_lr == MHGD().fit_lr
+    with pytest.raises(ValueError, match="unknown option.*rkd_angel_weight.*accepted: rkd_embedding"):
+        IIKD(rkd_angel_weight=1.0)

@@ -31,7 +31,7 @@ class AgentSpec:
 
 
 AGENTS: Registry[AgentSpec] = Registry("augmentation agent")
-AGENTS.add("backward", AgentSpec(lambda cfg: BackwardPassAgent.from_config(cfg.agents.backward), "backward-pass samples"))
+AGENTS.add("backward", AgentSpec(lambda cfg: BackwardPassAgent(cfg.agents.backward), "backward-pass samples"))
 AGENTS.add("hard", AgentSpec(lambda cfg: HardAgent.from_config(cfg.agents.hard), "HARD"))
 
 

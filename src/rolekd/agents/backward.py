@@ -124,22 +124,11 @@ class BackwardPassAgent:
 
     space: Literal["input"] = "input"
 
-    def __init__(
-        self,
-        steps: int = 1,
-        step_size: float = 0.1,
-        step_type: StepType = "sign",
-        epsilon: float | None = None,
-        divergence: Divergence = "kl",
-        temperature: float = 4.0,
-        fraction: float = 0.5,
-    ) -> None:
-        self.steps, self.step_size, self.step_type, self.epsilon = steps, step_size, step_type, epsilon
-        self.divergence, self.temperature, self.fraction = divergence, temperature, fraction
-
-    @classmethod
-    def from_config(cls, cfg: BackwardAgentConfig) -> "BackwardPassAgent":
-        return cls(cfg.steps, cfg.step_size, cfg.step_type, cfg.epsilon, cfg.divergence, cfg.temperature, cfg.fraction)
+    def __init__(self, settings: BackwardAgentConfig | None = None) -> None:
+        """``settings``: the ``agents.backward`` section (its defaults when omitted: one place for them)."""
+        s = settings or BackwardAgentConfig()
+        self.steps, self.step_size, self.step_type, self.epsilon = s.steps, s.step_size, s.step_type, s.epsilon
+        self.divergence, self.temperature, self.fraction = s.divergence, s.temperature, s.fraction
 
     def divergence_of(self, x: Tensor, teacher: nn.Module, student: nn.Module) -> Tensor:
         """D per sample at ``x`` (differentiable w.r.t. ``x``; the caller chooses modes)."""

@@ -77,28 +77,18 @@ class SpatialAugmentor(Augmentor):
     i.e. the dataset mean, as PBA fills.
     """
 
-    def __init__(
-        self,
-        mode: Literal["affine", "translation"] = "affine",
-        max_translation: float = 0.25,
-        max_rotation: float = 30.0,
-        max_scale: float = 0.2,
-        max_shear: float = 0.3,
-        init_std: float = 0.1,
-    ) -> None:
+    def __init__(self, settings: HardAgentConfig | None = None) -> None:
+        """``settings``: the ``agents.hard`` section (its defaults when omitted: one place for them)."""
         super().__init__()
-        self.mode = mode
+        s = settings or HardAgentConfig()
+        self.mode = s.mode
         # grid coordinates span 2 per image side, so a translation of f sides is 2f grid units
-        bounds = [2 * max_translation, 2 * max_translation]
-        if mode == "affine":
-            bounds += [math.radians(max_rotation), max_scale, max_shear, max_shear]
+        bounds = [2 * s.max_translation, 2 * s.max_translation]
+        if s.mode == "affine":
+            bounds += [math.radians(s.max_rotation), s.max_scale, s.max_shear, s.max_shear]
         self.register_buffer("bounds", torch.tensor(bounds), persistent=False)
         self.mean = nn.Parameter(torch.zeros(len(bounds)))
-        self.log_std = nn.Parameter(torch.full((len(bounds),), math.log(init_std)))
-
-    @classmethod
-    def from_config(cls, cfg: HardAgentConfig) -> "SpatialAugmentor":
-        return cls(cfg.mode, cfg.max_translation, cfg.max_rotation, cfg.max_scale, cfg.max_shear, cfg.init_std)
+        self.log_std = nn.Parameter(torch.full((len(bounds),), math.log(s.init_std)))
 
     def sample_params(self, n: int, generator: torch.Generator | None) -> Tensor:
         """Bounded parameters ``(n, P)``; the noise comes from ``generator`` (none: the mean)."""
@@ -131,7 +121,7 @@ class SpatialAugmentor(Augmentor):
 
 @register_augmentor("spatial")
 def _spatial(cfg: HardAgentConfig) -> Augmentor:
-    return SpatialAugmentor.from_config(cfg)
+    return SpatialAugmentor(cfg)
 
 
 # ---- the agent -----------------------------------------------------------------------------------
@@ -149,24 +139,19 @@ class HardAgent:
 
     space: Literal["input"] = "input"
 
-    def __init__(
-        self,
-        augmentor: Augmentor,
-        consistency: float = 1.0,
-        update_every: int = 1,
-        lr: float = 0.01,
-        fraction: float = 0.5,
-        temperature: float = 4.0,
-    ) -> None:
+    def __init__(self, augmentor: Augmentor, settings: HardAgentConfig | None = None) -> None:
+        """``settings``: the ``agents.hard`` section (its defaults when omitted); its augmentor fields are the
+        ``augmentor``'s business."""
+        s = settings or HardAgentConfig()
         self.augmentor = augmentor
-        self.consistency, self.update_every = consistency, update_every
-        self.fraction, self.temperature = fraction, temperature
-        self.optimizer = torch.optim.Adam(augmentor.parameters(), lr=lr)
+        self.consistency, self.update_every = s.consistency, s.update_every
+        self.fraction, self.temperature = s.fraction, s.temperature
+        self.optimizer = torch.optim.Adam(augmentor.parameters(), lr=s.lr)
         self.calls = 0  # training calls seen: decides when the augmentor steps, checkpointed
 
     @classmethod
     def from_config(cls, cfg: HardAgentConfig) -> "HardAgent":
-        return cls(build_augmentor(cfg), cfg.consistency, cfg.update_every, cfg.lr, cfg.fraction, cfg.temperature)
+        return cls(build_augmentor(cfg), cfg)
 
     def losses(
         self, x: Tensor, teacher: nn.Module, student: nn.Module, generator: torch.Generator | None

@@ -247,32 +247,20 @@ class Schedule:
 
     @classmethod
     def _segments_from_json(cls, items: Any) -> "Schedule":
-        if not isinstance(items, list) or not items:
-            raise ScheduleError("\"segments\" must be a non-empty list")
         segs = []
-        for i, item in enumerate(items):
+        for i, item in enumerate(_nonempty_list(items, "segments")):
             if not isinstance(item, dict) or set(item) != {"epochs", "policy"}:
                 raise ScheduleError(f"segment {i}: expected an object with keys epochs, policy")
             n = item["epochs"]
             if not isinstance(n, int) or isinstance(n, bool) or n < 1:
                 raise ScheduleError(f"segment {i}: epoch count {n!r} must be a positive integer")
-            try:
-                segs.append((n, Policy.from_dicts(item["policy"])))
-            except PolicyError as exc:
-                raise ScheduleError(f"segment {i}: {exc}") from None
+            segs.append((n, _policy_from_json(item["policy"], f"segment {i}")))
         return cls(tuple(segs))
 
     @classmethod
     def _policies_from_json(cls, items: Any) -> "Schedule":
-        if not isinstance(items, list) or not items:
-            raise ScheduleError("\"policies\" must be a non-empty list")
-        pols = []
-        for e, item in enumerate(items):
-            try:
-                pols.append(Policy.from_dicts(item))
-            except PolicyError as exc:
-                raise ScheduleError(f"epoch {e}: {exc}") from None
-        return cls.from_policies(pols)
+        return cls.from_policies([_policy_from_json(item, f"epoch {e}")
+                                  for e, item in enumerate(_nonempty_list(items, "policies"))])
 
     def save(self, path: str | Path) -> Path:
         """Write the JSON document atomically (temp file + ``os.replace``)."""
@@ -351,3 +339,17 @@ def _parse_log_line(line: str | bytes | Sequence[Any], index: int) -> tuple:
         except PolicyError as exc:
             raise ScheduleError(f"{where}: {name}: {exc}") from None
     return (target, clone, t_iter, c_iter, pols[0], pols[1], index + 1)
+
+
+def _nonempty_list(items: Any, key: str) -> list:
+    if not isinstance(items, list) or not items:
+        raise ScheduleError(f"\"{key}\" must be a non-empty list")
+    return items
+
+
+def _policy_from_json(item: Any, where: str) -> Policy:
+    """A policy of a schedule file; a bad one is a ScheduleError naming where it stands."""
+    try:
+        return Policy.from_dicts(item)
+    except PolicyError as exc:
+        raise ScheduleError(f"{where}: {exc}") from None

@@ -38,6 +38,12 @@ class KDMethod(nn.Module):
     default_lam: ClassVar[float] = 1.0
     default_clip: ClassVar[bool] = False
 
+    @classmethod
+    def option_defaults(cls) -> dict[str, Any]:
+        """The options a config may set (``distill.options``), with their defaults: the constructor's parameters."""
+        params = inspect.signature(cls).parameters.values()
+        return {p.name: p.default for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+
     def forward(self, student: Outputs, teacher: Outputs, target: Tensor) -> dict[str, Tensor]:  # pragma: no cover
         """Loss terms over all samples; ``target`` is the class per sample (the teacher's argmax
         where no ground-truth label is valid)."""
@@ -73,7 +79,7 @@ class KDMethod(nn.Module):
 
 def build_method(cls: type[KDMethod], options: Mapping[str, Any]) -> KDMethod:
     """Instantiate ``cls`` from config options; an unknown key is a one-line error naming the accepted ones."""
-    accepted = list(inspect.signature(cls).parameters)
+    accepted = list(cls.option_defaults())
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise ValueError(

@@ -21,6 +21,9 @@ from .rkd import RKD
 from .svd import compress_taps
 
 
+_PARTS: dict[str, type[KDMethod]] = {"rkd": RKD, "mhgd": MHGD, "kdsvd": KDSVD}  # option prefix -> part
+
+
 class IIKD(KDMethod):
     name = "iikd"
     taps = "all"
@@ -28,20 +31,23 @@ class IIKD(KDMethod):
     default_lam = 0.4
     default_clip = True
 
-    def __init__(
-        self,
-        rkd_embedding: str = "pooled",
-        rkd_distance_weight: float = 25.0,
-        rkd_angle_weight: float = 50.0,
-        rkd_normalize: bool = False,
-        mhgd_heads: int = 4,
-        mhgd_fit_lr: float = 0.1,
-    ) -> None:
-        """Flat options (config options are scalars): each part's option under its prefix."""
+    def __init__(self, **options: Any) -> None:
+        """Flat options (config options are scalars): each part's own option under its prefix, e.g.
+        ``rkd_embedding`` or ``mhgd_heads``; the parts keep their own defaults."""
         super().__init__()
-        self.rkd = RKD(rkd_embedding, rkd_distance_weight, rkd_angle_weight, rkd_normalize)
-        self.mhgd = MHGD(mhgd_heads, mhgd_fit_lr)
-        self.kdsvd = KDSVD()
+        accepted = self.option_defaults()
+        unknown = sorted(set(options) - set(accepted))
+        require(not unknown, f"iikd: unknown option(s) {', '.join(unknown)}; accepted: {', '.join(accepted)}")
+        own = {prefix: {key.removeprefix(f"{prefix}_"): value for key, value in options.items()
+                        if key.startswith(f"{prefix}_")} for prefix in _PARTS}
+        self.rkd = RKD(**own["rkd"])
+        self.mhgd = MHGD(**own["mhgd"])
+        self.kdsvd = KDSVD(**own["kdsvd"])
+
+    @classmethod
+    def option_defaults(cls) -> dict[str, Any]:
+        return {f"{prefix}_{key}": default for prefix, part in _PARTS.items()
+                for key, default in part.option_defaults().items()}
 
     @property
     def initialized(self) -> bool:

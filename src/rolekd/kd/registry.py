@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
@@ -110,17 +109,16 @@ def resolve_settings(config: DistillConfig | Mapping[str, Any]) -> DistillSettin
     if not getattr(cls, "distills", True):
         require(not options, f"distill method {method!r} takes no options, got {sorted(options)}")
         return None
-    params = inspect.signature(cls).parameters
+    defaults = cls.option_defaults()
     temperature = None
-    if "temperature" in params:
+    if "temperature" in defaults:
         if value["temperature"] is not None:
             require(
                 "temperature" not in options,
                 f"distill temperature is set twice for {method!r}: in the section and in options",
             )
             options["temperature"] = value["temperature"]
-        default = params["temperature"].default
-        temperature = float(options.get("temperature", default))
+        temperature = float(options.get("temperature", defaults["temperature"]))
     from ..config import DistillConfig  # the section's defaults, for a mapping that leaves keys out
 
     fields = DistillConfig.model_fields
