@@ -197,3 +197,20 @@ def test_a_teacher_of_another_architecture_is_one_line_naming_both(tmp_path):
     with pytest.raises(ValueError, match=r"teacher .*bare.pt holds weights of .*expected resnet8 \(width=4") as err:
         load_teacher(path, cfg, prep)
     assert "\n" not in str(err.value)
+
+
+def test_a_search_trial_receives_only_the_trainings_sections_typed_and_trains_for_the_roles_epochs():
+    import pickle
+
+    from rolekd.config import ExperimentConfig, TrainingConfig
+    from rolekd.pipeline.search_stage import make_trial_trainer, search_args
+
+    cfg, prep, teacher = _tiny_student_setup("data.reduced_train=40", "data.reduced_val=40", "student.train.epochs=3",
+                                             "search.epochs=null")
+    args = search_args(cfg, "student", prep, teacher)
+    sent = pickle.loads(pickle.dumps(args["config"]))  # as Ray's object store hands it to a trial
+    assert type(sent) is TrainingConfig and not isinstance(sent, ExperimentConfig)
+    assert set(TrainingConfig.model_fields) == set(ExperimentConfig.model_fields) - {"search", "pipeline"}
+    assert sent.student == cfg.student and sent.distill == cfg.distill
+    parts = make_trial_trainer({**args, "config": sent}, 0)
+    assert args["epochs"] == 3 and parts.trainer.num_epochs == 3  # search.epochs unset: the student's own length

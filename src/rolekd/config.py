@@ -282,7 +282,10 @@ class PipelineConfig(_Section):
     )
 
 
-class ExperimentConfig(_Section):
+class TrainingConfig(_Section):
+    """The sections one training reads: a row of a run, ``rolekd train``/``distill``, and every search trial
+    (which receives only these, typed, never the searches' or the run's own settings)."""
+
     name: str = "experiment"
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -290,23 +293,32 @@ class ExperimentConfig(_Section):
     teacher: NetworkConfig = Field(default_factory=NetworkConfig)
     student: StudentConfig = Field(default_factory=StudentConfig)
     distill: DistillConfig = Field(default_factory=DistillConfig)
-    search: SearchConfig = Field(default_factory=SearchConfig)
     agents: AgentsConfig = Field(default_factory=AgentsConfig)
-    pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
-
-    def search_epochs(self, role: str) -> int:
-        """A trial's epochs when searching ``role``'s schedule: ``search.epochs``, or the role's own length."""
-        net = self.teacher if role == "teacher" else self.student
-        return self.search.epochs if self.search.epochs is not None else net.train.epochs
 
     @model_validator(mode="after")
-    def _dataset_root(self) -> "ExperimentConfig":
+    def _dataset_root(self) -> "TrainingConfig":
         from .data import dataset_spec
 
         if dataset_spec(self.data.dataset).needs_root and not self.data.root:
             raise ValueError(f"data.root: dataset {self.data.dataset!r} needs data.root, the folder holding "
                              "<class>/ subfolders")
         return self
+
+
+class ExperimentConfig(TrainingConfig):
+    """A whole experiment: the trainings' sections, the searches and the run's rows and seeds."""
+
+    search: SearchConfig = Field(default_factory=SearchConfig)
+    pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
+
+    def training(self) -> TrainingConfig:
+        """Only the trainings' sections (the same objects, validated already): what a search trial receives."""
+        return TrainingConfig.model_construct(**{k: getattr(self, k) for k in TrainingConfig.model_fields})
+
+    def search_epochs(self, role: str) -> int:
+        """A trial's epochs when searching ``role``'s schedule: ``search.epochs``, or the role's own length."""
+        net = self.teacher if role == "teacher" else self.student
+        return self.search.epochs if self.search.epochs is not None else net.train.epochs
 
 
 def _format_error(exc: ValidationError, source: str) -> str:

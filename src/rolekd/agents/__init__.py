@@ -18,7 +18,7 @@ from .policy import PolicyAugmenter
 from .preview import agent_preview, restore_from_checkpoint
 
 if TYPE_CHECKING:
-    from ..config import ExperimentConfig
+    from ..config import TrainingConfig
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,7 @@ class AgentSpec:
     """How to build an agent from the whole config (its settings live in ``agents.<name>``), and what the
     report calls the row trained with it."""
 
-    build: Callable[["ExperimentConfig"], Augmenter]
+    build: Callable[["TrainingConfig"], Augmenter]
     label: str
 
 
@@ -48,7 +48,7 @@ def agent_label(name: str) -> str:
     return AGENTS.get(name, "student.agents").label
 
 
-def build_agents(names: list[str], cfg: "ExperimentConfig") -> list[Augmenter]:
+def build_agents(names: list[str], cfg: "TrainingConfig") -> list[Augmenter]:
     """The agents named in ``student.agents``, in that order, configured from ``cfg.agents``."""
     return [AGENTS.get(name, "student.agents").build(cfg) for name in names]
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..augment.policy import Policy
-from ..config import ExperimentConfig, config_from_dict
+from ..config import ExperimentConfig, TrainingConfig
 from ..data import Dataset, ImageSet, Normalizer
 from ..plugins import load_plugins, plugin_state
 from ..pba import SearchResult, TrialParts, run_search
@@ -63,7 +63,7 @@ def search_command(
     teacher = load_teacher(teacher_path, cfg, prep) if teacher_path is not None else None
     args = search_args(cfg, role, prep, teacher)
     # fail here, not in 16 trials: build a trial and step it once (its objective stays uninitialised: a dry run)
-    dry = make_trial_trainer({**args, "config": {**args["config"], "device": "cpu"}}, 0)
+    dry = make_trial_trainer(args, 0, device=torch.device("cpu"))
     if getattr(dry.trainer.objective, "needs_initialization", False):
         dry.trainer.objective.skip_initialization()
     dry.trainer.check_step()
@@ -93,7 +93,7 @@ def search_args(cfg: ExperimentConfig, role: Role, prep: Prepared, teacher: Teac
     """Everything a trial needs, as plain data: numpy uint8 images go to Ray's object store once."""
     reduced = prep.reduced(cfg)
     return {
-        "config": cfg.model_dump(mode="json"),
+        "config": cfg.training(),  # typed, validated once: the sections a training reads
         "role": role,
         "epochs": cfg.search_epochs(role),  # the role's recipe, its lr schedule spanning the search
         "plugins": plugin_state(),  # the user's --import modules: trials build their models too
@@ -110,12 +110,13 @@ def search_args(cfg: ExperimentConfig, role: Role, prep: Prepared, teacher: Teac
     }
 
 
-def make_trial_trainer(args: dict[str, Any], trial_seed: int) -> TrialParts:
-    """Inside a Ray trial: the role's Trainer on the reduced split, and its policy augmenter."""
+def make_trial_trainer(args: dict[str, Any], trial_seed: int, device: torch.device | None = None) -> TrialParts:
+    """Inside a Ray trial: the role's Trainer on the reduced split, and its policy augmenter (on ``device``,
+    default the config's: the driver's dry run builds one on the CPU)."""
     load_plugins(args.get("plugins", {}))
-    cfg = config_from_dict(args["config"], "search trial config")
+    cfg: TrainingConfig = args["config"]
     role: Role = args["role"]
-    device = resolve_device(cfg.device)
+    device = device or resolve_device(cfg.device)
     prep = _trial_data(args["data"], device)
     teacher = _trial_teacher(args["teacher"], device)
     seed = cfg.seed + trial_seed

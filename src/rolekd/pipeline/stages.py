@@ -13,7 +13,7 @@ from torch import nn
 
 from ..augment.base import Augmenter
 from ..augment.baseline import BaselineAugmenter
-from ..config import ExperimentConfig, NetworkConfig
+from ..config import NetworkConfig, TrainingConfig
 from ..data import Dataset, Normalizer
 from ..quant import build_network, load_network
 from ..training import CrossEntropy, FitResult, Objective, Trainer, fit, load_checkpoint, load_weights
@@ -32,11 +32,11 @@ class TeacherHandle:
     path: str
 
 
-def role_config(cfg: ExperimentConfig, role: Role) -> NetworkConfig:
+def role_config(cfg: TrainingConfig, role: Role) -> NetworkConfig:
     return cfg.teacher if role == "teacher" else cfg.student
 
 
-def load_teacher(path: str | Path, cfg: ExperimentConfig, prep: Prepared) -> TeacherHandle:
+def load_teacher(path: str | Path, cfg: TrainingConfig, prep: Prepared) -> TeacherHandle:
     """Load a teacher checkpoint and check it fits the data before any training starts."""
     described = network_meta(cfg.teacher, prep.full.num_classes, prep.full.image_shape, "teacher")  # a bare state_dict
     loaded = load_network(path, meta=described, device=prep.device, label=f"teacher {path}")
@@ -48,7 +48,7 @@ def load_teacher(path: str | Path, cfg: ExperimentConfig, prep: Prepared) -> Tea
     return TeacherHandle(loaded.model.eval().requires_grad_(False), loaded.meta, str(path))
 
 
-def build_augmenters(cfg: ExperimentConfig, schedule: Any = None, agents: list[Augmenter] | None = None,
+def build_augmenters(cfg: TrainingConfig, schedule: Any = None, agents: list[Augmenter] | None = None,
                      crop_padding: int | None = None) -> list[Augmenter]:
     """PBA's order: learned policy, then agents, then the baseline crop/flip and cutout.
 
@@ -68,13 +68,13 @@ def build_augmenters(cfg: ExperimentConfig, schedule: Any = None, agents: list[A
     return augs
 
 
-def augmentation_cutout(cfg: ExperimentConfig, scheduled: bool) -> int:
+def augmentation_cutout(cfg: TrainingConfig, scheduled: bool) -> int:
     """The cutout side a row gets: PBA's after a searched schedule, the baselines' otherwise."""
     return cfg.data.resolved_schedule_cutout if scheduled else cfg.data.cutout
 
 
 def build_objective_for(
-    cfg: ExperimentConfig, student: nn.Module, teacher: TeacherHandle | None, net: NetworkConfig, distill: bool = True
+    cfg: TrainingConfig, student: nn.Module, teacher: TeacherHandle | None, net: NetworkConfig, distill: bool = True
 ) -> Objective:
     if teacher is None or not distill:
         return CrossEntropy(net.train.label_smoothing)
@@ -91,7 +91,7 @@ def check_objective(objective: Objective, data: Dataset, normalizer: Normalizer)
         check(data.train.images[: min(8, len(data.train))], normalizer)
 
 
-def initialize_objective(objective: Objective, cfg: ExperimentConfig, data: Dataset, prep: Prepared, seed: int,
+def initialize_objective(objective: Objective, cfg: TrainingConfig, data: Dataset, prep: Prepared, seed: int,
                          epochs: int) -> None:
     """The method's own initialisation phase (MHGD's attention network) on augmented training batches, for a
     share of the student's ``epochs``."""
@@ -106,7 +106,7 @@ def initialize_objective(objective: Objective, cfg: ExperimentConfig, data: Data
         objective.initialize(batches, prep.normalizer)
 
 
-def _augmented_batches(cfg: ExperimentConfig, data: Dataset, epochs: int, seed: int, fill: tuple[int, ...]):
+def _augmented_batches(cfg: TrainingConfig, data: Dataset, epochs: int, seed: int, fill: tuple[int, ...]):
     from ..augment.base import AugmentContext, Batch
     from ..data import batch_indices
 
@@ -140,7 +140,7 @@ class RoleParts:
 
 
 def build_role_trainer(
-    cfg: ExperimentConfig,
+    cfg: TrainingConfig,
     role: Role,
     data: Dataset,
     normalizer: Normalizer,
@@ -194,7 +194,7 @@ def require_student_role(role: Role, agents: Sequence[str]) -> None:
 
 
 def train_network(
-    cfg: ExperimentConfig,
+    cfg: TrainingConfig,
     prep: Prepared,
     role: Role,
     out_dir: str | Path | None,
