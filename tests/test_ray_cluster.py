@@ -88,3 +88,29 @@ def test_a_cluster_that_is_not_there_is_one_line_naming_what_to_check(tmp_path):
     (line,) = [x for x in r.stderr.splitlines() if x.startswith("rolekd: error:")]
     assert "nothing answers there" in line and "ray start --head" in line
     assert time.perf_counter() - t0 < 120
+
+
+RUN_TINY = ["--set", "teacher.model_args.width=4", "--set", "student.model_args.width=4",
+            "--set", "teacher.train.epochs=2", "--set", "student.train.epochs=2",
+            "--set", "data.reduced_train=60", "--set", "data.reduced_val=60",
+            "--set", "search.population=2", "--set", "search.epochs=1", "--set", "search.cpus_per_trial=1",
+            "--set", "distill.method=soft", "--set", "pipeline.baselines=[student_kd]",
+            "--set", "pipeline.stage_alpha.schedule=pba-rcifar10",
+            "--set", "teacher.train.cpus=1", "--set", "student.train.cpus=1"]
+
+
+def test_run_trains_on_the_cluster_and_reports_what_a_local_run_does(ray_head, tmp_path):
+    address, temp = ray_head
+    r = _rolekd("run", "demo", "--address", address, *RUN_TINY, "--out", str(tmp_path / "cluster"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"on the Ray cluster at {address}" in r.stderr and f"on Ray cluster {address}" in r.stderr
+    local = _rolekd("run", "demo", *RUN_TINY, "--set", "pipeline.max_parallel=1", "--out", str(tmp_path / "local"))
+    assert local.returncode == 0, local.stderr[-3000:]
+
+    def rows(run: str) -> dict:
+        report = json.loads((tmp_path / run / "report.json").read_text())
+        return {row["key"]: row["last_per_seed"] for row in report["rows"]}
+
+    assert rows("cluster") == rows("local") and len(rows("local")) == 3
+    records = (tmp_path / "cluster" / "trainings.jsonl").read_text().splitlines()
+    assert len(records) == 3  # every training ran as a task of the cluster

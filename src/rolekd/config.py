@@ -94,6 +94,11 @@ class TrainConfig(_Section):
     amp: bool | None = Field(None, description="bf16 autocast; default: on with CUDA (never on the CPU)")
     channels_last: bool | None = Field(None, description="channels_last memory format; default: on with CUDA")
     compile: bool = Field(False, description="torch.compile the model (pays off only for long runs)")
+    cpus: float | None = Field(
+        None, gt=0, description="CPUs one training of this role takes when rolekd run trains several at once on Ray; "
+        "default all of a machine's (one at a time on the CPU), or with CUDA an equal share per GPU"
+    )
+    gpus: float | None = Field(None, ge=0, description="GPUs one training takes; default 1 with CUDA, else 0")
     eval_every: int = Field(
         1, ge=1, description="evaluate on the test split every this many epochs and at the last (a large test split "
         "can cost more than a small training set's epoch); search trials evaluate every epoch, as PBT compares them"
@@ -277,6 +282,10 @@ class PipelineConfig(_Section):
     )
     stage_alpha: StageAlphaConfig = Field(default_factory=StageAlphaConfig)
     seeds: list[int] = Field(default_factory=lambda: [0])
+    max_parallel: int | None = Field(
+        None, ge=1, description="trainings (rows x seeds) at once at most; default as many as the trainings' "
+        "cpus/gpus fit on this machine or the cluster (search.address); 1: one after another in this process"
+    )
     experiment: Literal["role_wise", "shift_equivariance"] = Field(
         "role_wise", description="role_wise: the paper's stages and baselines; shift_equivariance: HARD's toy"
     )

@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, config_required=False)
     p.add_argument("--out", help="run folder (default runs/<config name>)")
     p.add_argument("--resume", action="store_true", help="skip finished stages and continue the one in flight")
+    p.add_argument("--address", help="run the searches and the trainings on this Ray cluster (default: this machine)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("search", help="population based augmentation search for one role",
@@ -146,7 +147,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ..pipeline import commands
 
     result = commands.run(args.config, out=args.out, resume=args.resume, data_dir=args.data_dir,
-                          progress=_progress_factory, say=_say, **_config_args(args))
+                          address=args.address, progress=_progress_factory, say=_say, **_config_args(args))
     if result.experiment == "shift_equivariance":  # the toy's report.md is its whole result
         _say(result.report_path.read_text() if result.report_path.is_file() else str(result.report))
         return 0

@@ -16,7 +16,9 @@ def _fmt_epoch(r: dict[str, Any]) -> str:
     parts = [f"epoch {r['epoch']:>3}/{r['epochs']}", f"loss {r['train_loss']:.4f}", f"train {100 * r['train_acc']:.1f}%"]
     if "val_acc" in r:
         parts.append(f"val {100 * r['val_acc']:.2f}%")
-    parts += [f"best {100 * r['best_acc']:.2f}% (ep {r['best_epoch']})", f"{r['images_per_s']:.0f} img/s"]
+    if r.get("best_epoch"):  # none yet before the first evaluation (train.eval_every)
+        parts.append(f"best {100 * r['best_acc']:.2f}% (ep {r['best_epoch']})")
+    parts.append(f"{r['images_per_s']:.0f} img/s")
     return "  ".join(parts)
 
 

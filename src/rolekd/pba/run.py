@@ -109,7 +109,8 @@ def run_search(
         if warning:
             display.note(warning)
     t0 = time.perf_counter()
-    with _ray_session(search_cfg, address, use_gpu) as ray_start_s, _quiet_tune():
+    local = (local_cpus(search_cfg), local_gpus() if use_gpu else 0)
+    with ray_session(address, *local) as ray_start_s, _quiet_tune():
         if use_gpu and address and not ray.cluster_resources().get("GPU"):
             use_gpu = False  # a CPU-only cluster: trials asking for a GPU share would wait forever
             if display is not None:
@@ -229,7 +230,7 @@ def _fits_at_once(cfg: SearchConfig, address: str | None, use_gpu: bool) -> bool
         return False
     slots = int(local_cpus(cfg) // cfg.cpus_per_trial)
     if use_gpu and cfg.gpus_per_trial > 0:
-        slots = min(slots, int(_local_gpus() // cfg.gpus_per_trial))
+        slots = min(slots, int(local_gpus() // cfg.gpus_per_trial))
     return slots >= cfg.population
 
 
@@ -274,8 +275,9 @@ def _new_tuner(
 
 
 @contextlib.contextmanager
-def _ray_session(cfg: SearchConfig, address: str | None, use_gpu: bool) -> Iterator[float]:
-    """Join ``address``, reuse a running Ray, or start a local one for the search's duration.
+def ray_session(address: str | None, num_cpus: int, num_gpus: int) -> Iterator[float]:
+    """Join ``address``, reuse a running Ray, or start a local one with these resources for the ``with`` block
+    (a search, or the pipeline's parallel trainings).
 
     Yields the seconds spent starting or joining Ray (0 when it was already running).
     """
@@ -289,7 +291,7 @@ def _ray_session(cfg: SearchConfig, address: str | None, use_gpu: bool) -> Itera
         if address:
             join_cluster(address, kwargs)
         else:
-            ray.init(num_cpus=local_cpus(cfg), num_gpus=_local_gpus() if use_gpu else 0, **kwargs)
+            ray.init(num_cpus=num_cpus, num_gpus=num_gpus, **kwargs)
     try:
         yield time.perf_counter() - t0
     finally:
@@ -347,7 +349,7 @@ def local_cpus(cfg: SearchConfig) -> int:
     return max(cpus, math.ceil(cfg.cpus_per_trial))  # a trial asking for more CPUs than exist still runs
 
 
-def _local_gpus() -> int:
+def local_gpus() -> int:
     import torch
 
     return torch.cuda.device_count()

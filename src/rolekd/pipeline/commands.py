@@ -178,10 +178,11 @@ class RunResult:
 
 
 def run(config: ConfigLike = None, *, out: str | Path | None = None, resume: bool = False,
-        data_dir: str | None = None, overrides: Sequence[str] = (), imports: Sequence[str] = (),
-        progress: ProgressFactory | None = None, say: Say = _silent) -> RunResult:
+        data_dir: str | None = None, address: str | None = None, overrides: Sequence[str] = (),
+        imports: Sequence[str] = (), progress: ProgressFactory | None = None, say: Say = _silent) -> RunResult:
     """``rolekd run``: stage α, stage β, the baselines on the same data and seeds, and the report
-    (without ``config``: the embedded demo)."""
+    (without ``config``: the embedded demo). ``address`` (default ``search.address``): a Ray cluster for the
+    searches and the trainings, which then run as many at once as fit (see :mod:`rolekd.pipeline.parallel`)."""
     cfg = resolve_config(config, overrides, imports, default="demo")
     folder = out_folder(cfg, out, "")  # default runs/<config name>
     if cfg.pipeline.experiment == "shift_equivariance":
@@ -194,7 +195,7 @@ def run(config: ConfigLike = None, *, out: str | Path | None = None, resume: boo
 
     say(f"rolekd run {cfg.name}: {cfg.data.dataset}, teacher {cfg.teacher.model}, student "
         f"{cfg.student.model} W/A {cfg.student.w_bits}/{cfg.student.a_bits}, KD {cfg.distill.method} -> {folder}")
-    report = run_pipeline(cfg, folder, resume=resume, data_dir=data_dir, progress=progress, say=say)
+    report = run_pipeline(cfg, folder, resume=resume, data_dir=data_dir, progress=progress, say=say, address=address)
     return RunResult(folder, report)
 
 

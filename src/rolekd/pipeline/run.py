@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any, Callable, ContextManager, Literal
 
 from ..config import ExperimentConfig
-from ..training import atomic_write_json, load_checkpoint
+from ..training import atomic_write_json
 from .folders import CONFIG_FILE, OutputFolderError, claim_folder, seed_folder
+from .parallel import Job
 from .preflight import Training, preflight, validate_names
 from .setup import Prepared, prepare
 from .stages import TeacherHandle, load_teacher, train_network
@@ -132,11 +133,6 @@ def claim_run_folder(cfg: ExperimentConfig, out: Path, resume: bool) -> None:
     claim_folder(cfg, out, resume, progress=CONFIG_FILE)
 
 
-def _is_complete(folder: Path, epochs: int) -> bool:
-    last = folder / "last.pt"
-    return last.is_file() and load_checkpoint(last).get("epoch") == epochs
-
-
 class Pipeline:
     def __init__(
         self,
@@ -147,8 +143,10 @@ class Pipeline:
         progress: ProgressFactory | None = None,
         say: Callable[[str], None] = print,
         prep: Prepared | None = None,
+        address: str | None = None,
     ) -> None:
         self.cfg, self.out, self.resume, self.data_dir = cfg, Path(out), resume, data_dir
+        self.address = address or cfg.search.address  # the searches' and the trainings' Ray cluster
         self.progress = progress or (lambda label, epochs: nullcontext(None))
         self.say = say
         self.prep = prep
@@ -168,16 +166,14 @@ class Pipeline:
         rows = plan_rows(cfg)
         preflight(cfg, self.prep, [Training(r.label, r.role, r.kd, r.warm_start, r.agents, r.schedule is not None)
                                    for r in rows], say=self.say)
+        from .parallel import Trainings
+
+        trainings = Trainings(cfg.training(), self.prep, self.out, address=self.address, cap=cfg.pipeline.max_parallel,
+                              train_here=self._train, record_time=self.state.add, say=self.say)
         self._stage("stage α: teacher schedule A_T", lambda: self._schedule("A_T"))
-        for seed in cfg.pipeline.seeds:
-            for row in rows:
-                if row.role == "teacher":
-                    self._stage(f"teacher: {row.label}", lambda r=row, s=seed: self._train(r, s), key=row.key)
+        trainings.run(self._jobs(rows, "teacher"), "teacher")
         self._stage("stage β: student schedule A_S", lambda: self._schedule("A_S"))
-        for seed in cfg.pipeline.seeds:
-            for row in rows:
-                if row.role == "student":
-                    self._stage(f"student: {row.label}", lambda r=row, s=seed: self._train(r, s), key=row.key)
+        trainings.run(self._jobs(rows, "student"), "student")  # each on the teacher of its own seed
         from .report import write_report
 
         return write_report(self.out, cfg, rows, self.state.times, self.schedules, self.sources)
@@ -209,7 +205,7 @@ class Pipeline:
 
             role = "teacher" if which == "A_T" else "student"
             teacher = self._teacher_path(cfg.pipeline.seeds[0]) if role == "student" else None
-            search_command(cfg, role, teacher, self.out / stage / "search", resume=self.resume,
+            search_command(cfg, role, teacher, self.out / stage / "search", address=self.address, resume=self.resume,
                            data_dir=self.data_dir, prep=self.prep)
             found = Schedule.load(self.out / stage / "search" / "schedule.json")
             found.save(path)
@@ -231,20 +227,31 @@ class Pipeline:
             self.teachers[seed] = load_teacher(self._teacher_path(seed), self.cfg, self.prep)
         return self.teachers[seed]
 
-    def _train(self, row: Row, seed: int) -> None:
-        cfg = self.cfg
-        net = cfg.teacher if row.role == "teacher" else cfg.student
-        folder = seed_folder(self.out / row.folder, seed)
-        if _is_complete(folder, net.train.epochs):
-            self.say(f"   done already ({folder})")
+    def _jobs(self, rows: list[Row], role: str) -> list[Job]:
+        """The role's trainings, seed by seed in row order (the order a sequential run trains them)."""
+        net = self.cfg.teacher if role == "teacher" else self.cfg.student
+        jobs = []
+        for seed in self.cfg.pipeline.seeds:
+            for row in rows:
+                if row.role != role:
+                    continue
+                schedule = self.schedules.get(row.schedule) if row.schedule else None
+                jobs.append(Job(row.key, row.role, seed, seed_folder(self.out / row.folder, seed), net.train.epochs,
+                                schedule.stretch(net.train.epochs) if schedule is not None else None,
+                                self._teacher_path(seed) if row.needs_teacher else None, row.kd, row.agents, row.label))
+        return jobs
+
+    def _train(self, job: Job, cpus: float | None) -> None:
+        """One job in this process (one training fits at a time), with its progress bar."""
+        from .parallel import torch_threads
+
+        if job.complete:
+            self.say(f"   done already ({job.folder})")
             return
-        schedule = self.schedules.get(row.schedule) if row.schedule else None
-        if schedule is not None:
-            schedule = schedule.stretch(net.train.epochs)
-        teacher = self._teacher(seed) if row.needs_teacher else None
-        with self.progress(f"{row.key} (seed {seed})", net.train.epochs) as callback:
-            train_network(cfg, self.prep, row.role, folder, schedule=schedule, teacher=teacher, distill=row.kd,
-                          agents=row.agents, resume=True, callback=callback, seed=seed)
+        teacher = self._teacher(job.seed) if job.teacher else None
+        with self.progress(job.label, job.epochs) as callback, torch_threads(cpus):
+            train_network(self.cfg, self.prep, job.role, job.folder, schedule=job.schedule, teacher=teacher,
+                          distill=job.distill, agents=job.agents, resume=True, callback=callback, seed=job.seed)
 
 
 def run_pipeline(cfg: ExperimentConfig, out: str | Path, **kwargs) -> dict[str, Any]:

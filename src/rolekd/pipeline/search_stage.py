@@ -10,22 +10,19 @@ a fixed teacher that sees the same augmented batch) differ only in the arguments
 from __future__ import annotations
 
 import functools
-import warnings
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from ..augment.policy import Policy
 from ..config import ExperimentConfig, TrainingConfig
-from ..data import Dataset, ImageSet, Normalizer
 from ..plugins import load_plugins, plugin_state
 from ..pba import SearchResult, TrialParts, run_search
 from ..pba.run import EXPERIMENT, TUNER_STATE
 from .folders import claim_folder, claim_teacher
 from ..quant import load_network
-from .setup import Prepared, prepare, resolve_device
+from .setup import Prepared, prepare, resolve_device, share, unshare
 from .stages import Role, TeacherHandle, build_role_trainer, check_objective, initialize_objective, load_teacher
 
 
@@ -97,12 +94,7 @@ def search_args(cfg: ExperimentConfig, role: Role, prep: Prepared, teacher: Teac
         "role": role,
         "epochs": cfg.search_epochs(role),  # the role's recipe, its lr schedule spanning the search
         "plugins": plugin_state(),  # the user's --import modules: trials build their models too
-        "data": {
-            "name": reduced.name, "num_classes": reduced.num_classes, "classes": list(reduced.classes),
-            "train": (reduced.train.images.cpu().numpy(), reduced.train.labels.cpu().numpy()),
-            "val": (reduced.test.images.cpu().numpy(), reduced.test.labels.cpu().numpy()),
-            "mean": prep.normalizer.mean, "std": prep.normalizer.std,
-        },
+        "data": share(reduced, prep.normalizer),
         "teacher": None if teacher is None else {
             "meta": teacher.meta, "path": teacher.path,
             "state": {k: v.cpu() for k, v in teacher.model.state_dict().items()},
@@ -117,7 +109,7 @@ def make_trial_trainer(args: dict[str, Any], trial_seed: int, device: torch.devi
     cfg: TrainingConfig = args["config"]
     role: Role = args["role"]
     device = device or resolve_device(cfg.device)
-    prep = _trial_data(args["data"], device)
+    prep = unshare(args["data"], device)
     teacher = _trial_teacher(args["teacher"], device)
     seed = cfg.seed + trial_seed
     data = prep.full  # the reduced split: train / validation
@@ -127,19 +119,6 @@ def make_trial_trainer(args: dict[str, Any], trial_seed: int, device: torch.devi
     check_objective(parts.objective, data, prep.normalizer)  # cheap: fail while building (the driver's dry run)
     prepare = functools.partial(initialize_objective, parts.objective, cfg, data, prep, seed, args["epochs"])
     return TrialParts(parts.trainer, parts.augmenters[0], cfg.data.eval_batch_size, prepare)
-
-
-def _tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
-    """Zero-copy view of the object store's read-only array on CPU (training never writes images)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.from_numpy(array).to(device)
-
-
-def _trial_data(d: dict[str, Any], device: torch.device) -> Prepared:
-    train = ImageSet(_tensor(d["train"][0], device), _tensor(d["train"][1], device))
-    val = ImageSet(_tensor(d["val"][0], device), _tensor(d["val"][1], device))
-    return Prepared(Dataset(d["name"], train, val, d["num_classes"], d["classes"]), Normalizer(d["mean"], d["std"]), device)
 
 
 def _trial_teacher(t: dict[str, Any] | None, device: torch.device) -> TeacherHandle | None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import torch
 
 from ..config import ExperimentConfig
-from ..data import Dataset, Normalizer, balanced_split, channel_stats, dataset_spec, load_dataset, reduced_split
+from ..data import Dataset, ImageSet, Normalizer, balanced_split, channel_stats, dataset_spec, load_dataset, reduced_split
 
 
 @dataclass
@@ -53,3 +56,29 @@ def prepare(cfg: ExperimentConfig, data_dir: str | None = None, device: torch.de
     dev = device or resolve_device(cfg.device)
     ds = Dataset(ds.name, ds.train.to(dev), ds.test.to(dev), ds.num_classes, ds.classes)
     return Prepared(ds, normalizer, dev)
+
+
+def share(ds: Dataset, normalizer: Normalizer) -> dict[str, Any]:
+    """A data set as plain data for Ray's object store (uint8 images as numpy): put once, read by every worker
+    (search trials, parallel trainings) without the data directory on its node."""
+    return {
+        "name": ds.name, "num_classes": ds.num_classes, "classes": list(ds.classes),
+        "train": (ds.train.images.cpu().numpy(), ds.train.labels.cpu().numpy()),
+        "val": (ds.test.images.cpu().numpy(), ds.test.labels.cpu().numpy()),
+        "mean": normalizer.mean, "std": normalizer.std,
+    }
+
+
+def unshare(d: dict[str, Any], device: torch.device) -> Prepared:
+    """The :class:`Prepared` data of :func:`share`, on ``device``."""
+    train = ImageSet(_tensor(d["train"][0], device), _tensor(d["train"][1], device))
+    test = ImageSet(_tensor(d["val"][0], device), _tensor(d["val"][1], device))
+    return Prepared(Dataset(d["name"], train, test, d["num_classes"], d["classes"]), Normalizer(d["mean"], d["std"]),
+                    device)
+
+
+def _tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """Zero-copy view of the object store's read-only array on CPU (training never writes images)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(array).to(device)
