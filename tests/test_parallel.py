@@ -119,3 +119,22 @@ def test_a_training_whose_worker_dies_is_retried_and_continues_from_its_checkpoi
             epochs = [json.loads(line)["epoch"] for line in (folder / "metrics.jsonl").read_text().splitlines()]
             assert epochs == [1, 2, 3], (key, seed, epochs)  # the retried one resumed: no epoch lost or repeated
     assert {r["key"] for r in report["rows"]} == {"teacher_alpha", "teacher_vanilla", "student_beta", "student_kd"}
+
+
+def test_progress_shows_each_training_in_flight_once_per_epoch_with_its_eta_and_the_phases(tmp_path):
+    from rolekd.pipeline.parallel import Job, _Board
+
+    jobs = [Job("student_kd", "student", seed, tmp_path / f"seed{seed}", 10) for seed in (0, 1)]
+    for job, epochs in zip(jobs, (2, 0)):
+        job.folder.mkdir()
+        if epochs:
+            (job.folder / "metrics.jsonl").write_text("".join(json.dumps({"epoch": e + 1, "time_s": 3.0}) + "\n"
+                                                              for e in range(epochs)))
+    said: list[str] = []
+    board = _Board(jobs, at_once=2, say=said.append)
+    board.show(jobs)
+    board.show(jobs)  # nothing new: nothing said
+    # 8 epochs left at 3 s; the phase: 8 + 10 epochs left at 3 s, 2 at once
+    assert said == ["   student_kd (seed 0): epoch 2/10, ETA 0:24 │ phase ETA 0:27"]
+    board.finished(jobs[0], {"last": {"val_acc": 0.5}})
+    assert said[-1] == "   finished student_kd (seed 0), test 50.00% (1 of 2, phase ETA 0:15)"

@@ -190,10 +190,10 @@ def test_no_row_changes_the_teacher_the_other_rows_receive(finished_run, tmp_pat
                           for k, stage in (("A_T", "stage_alpha"), ("A_S", "stage_beta"))}
     students = [r for r in plan_rows(cfg) if r.role == "student"]
     assert [r.key for r in students][:2] == ["student_beta", "student_kd"]  # a DML row first, then more
-    for row in students:
-        pipeline._train(row, 0)
-        if row.needs_teacher:
-            assert _state_hash(pipeline.teachers[0].model.state_dict()) == on_disk, row.key
+    for job in pipeline._jobs(students, "student"):  # seed 0's trainings, in the run's order
+        pipeline._train(job, None)
+        if job.teacher:
+            assert _state_hash(pipeline.teachers[0].model.state_dict()) == on_disk, job.key
     kd_metrics = json.loads((out / "baselines/student_kd/seed0/metrics.jsonl").read_text().splitlines()[0])
     assert "train_kd_dml_peer" in kd_metrics  # the rows did train a peer
 
