@@ -138,3 +138,18 @@ def test_progress_shows_each_training_in_flight_once_per_epoch_with_its_eta_and_
     assert said == ["   student_kd (seed 0): epoch 2/10, ETA 0:24 │ phase ETA 0:27"]
     board.finished(jobs[0], {"last": {"val_acc": 0.5}})
     assert said[-1] == "   finished student_kd (seed 0), test 50.00% (1 of 2, phase ETA 0:15)"
+
+
+def test_a_cpu_config_takes_no_gpu_even_where_one_is_present(monkeypatch):
+    from rolekd.pipeline import parallel
+    from rolekd.pipeline.parallel import Trainings
+
+    monkeypatch.setattr("rolekd.pba.run.local_gpus", lambda: 4)
+    cfg = load_config("demo", ["device=cpu"])
+    trainings = Trainings(cfg.training(), None, None, address=None, cap=None, train_here=None, record_time=None,
+                          say=quiet)
+    assert trainings._local_gpus() == 0
+    assert parallel.training_resources(cfg.teacher.train, 8, trainings._local_gpus()).gpus == 0.0
+    auto = Trainings(load_config("demo").training(), None, None, address=None, cap=None, train_here=None,
+                     record_time=None, say=quiet)
+    assert auto._local_gpus() == 4

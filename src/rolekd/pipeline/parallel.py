@@ -25,7 +25,7 @@ from ..augment.schedule import Schedule
 from ..config import TrainConfig, TrainingConfig
 from ..training import atomic_write_text, load_checkpoint
 from .setup import Prepared
-from .stages import Role
+from .stages import Role, TeacherHandle
 
 RETRIES = 2  # a training whose worker dies is started again this many times, from its last checkpoint
 POLL_S = 2.0
@@ -102,11 +102,12 @@ def torch_threads(cpus: float | None) -> Iterator[None]:
         torch.set_num_threads(saved)
 
 
-def train_job(cfg: TrainingConfig, prep: Prepared, job: Job, callback: Any = None) -> dict[str, Any]:
-    """Train one job into its folder (resuming what it finds there); its last epoch's metrics."""
-    from .stages import load_teacher, train_network
+def train_job(cfg: TrainingConfig, prep: Prepared, job: Job, teacher: TeacherHandle | None,
+              callback: Any = None) -> dict[str, Any]:
+    """Train one job into its folder (resuming what it finds there), here or in a worker; its last epoch's
+    metrics. ``teacher`` is the loaded ``job.teacher`` (the pipeline keeps one per seed)."""
+    from .stages import train_network
 
-    teacher = load_teacher(job.teacher, cfg, prep) if job.teacher else None
     fit = train_network(cfg, prep, job.role, job.folder, schedule=job.schedule, teacher=teacher, distill=job.distill,
                         agents=job.agents, resume=True, callback=callback, seed=job.seed)
     return fit.last
@@ -119,12 +120,14 @@ def _remote_job(cfg: TrainingConfig, data: dict[str, Any], job: Job, plugins: di
 
     from ..plugins import load_plugins
     from .setup import resolve_device, unshare
+    from .stages import load_teacher
 
     load_plugins(plugins)
     t0 = time.perf_counter()
     with torch_threads(cpus):
         prep = unshare(data, resolve_device(device or cfg.device))
-        last = train_job(cfg, prep, job)
+        teacher = load_teacher(job.teacher, cfg, prep) if job.teacher else None
+        last = train_job(cfg, prep, job, teacher)
     ctx = ray.get_runtime_context()
     return {"last": last, "node": ctx.get_node_id(), "pid": os.getpid(), "wall_s": round(time.perf_counter() - t0, 2)}
 
@@ -142,10 +145,8 @@ class Trainings:
         if not jobs:
             return
         train = self.cfg.teacher.train if role == "teacher" else self.cfg.student.train
-        from ..pba.run import local_gpus
-
-        local = training_resources(train, os.cpu_count() or 1, local_gpus())
-        if self.address is None and at_once(local, os.cpu_count() or 1, local_gpus(), self.cap) == 1:
+        cpus, gpus = os.cpu_count() or 1, self._local_gpus()
+        if self.address is None and at_once(training_resources(train, cpus, gpus), cpus, gpus, self.cap) == 1:
             for job in jobs:
                 self.say(f"── {job.role}: {job.title or job.key}, seed {job.seed}")
                 t0 = time.perf_counter()
@@ -154,11 +155,17 @@ class Trainings:
             return
         self._on_ray(list(jobs), train)
 
+    def _local_gpus(self) -> int:
+        """This machine's GPUs, none when the config says ``device: cpu`` (its trainings then take no GPU)."""
+        from ..pba.run import local_gpus
+
+        return 0 if self.cfg.device == "cpu" else local_gpus()
+
     # -- on Ray -----------------------------------------------------------------------------------------
     def _on_ray(self, jobs: list[Job], train: TrainConfig) -> None:
         import ray
 
-        from ..pba.run import local_gpus, ray_session
+        from ..pba.run import ray_session
         from ..plugins import plugin_state
         from .setup import share
 
@@ -168,14 +175,17 @@ class Trainings:
                 self.say(f"   done already: {job.label} ({job.folder})")
         if not todo:
             return
-        with ray_session(self.address, os.cpu_count() or 1, local_gpus()):
+        with ray_session(self.address, os.cpu_count() or 1, self._local_gpus()):
             cpus, gpus, per_node = _cluster_resources()
+            if self.cfg.device == "cpu":
+                gpus, per_node = 0.0, (per_node[0], 0)
             res = training_resources(train, per_node[0], per_node[1])
             n = at_once(res, cpus, gpus, self.cap)
             where = f"the Ray cluster at {self.address}" if self.address else f"a local Ray ({cpus:g} CPUs)"
             self.say(f"── {len(todo)} {todo[0].role} trainings, {n} at once on {where}, {res.line()}")
             task = ray.remote(_remote_job).options(num_cpus=res.cpus, num_gpus=res.gpus, max_retries=RETRIES)
             data = ray.put(share(self.prep.full, self.prep.normalizer))
+            plugins = plugin_state()
             device = "cuda" if res.gpus else "cpu"
             queue, pending = list(todo), {}
             board = _Board(todo, n, self.say)
@@ -183,7 +193,7 @@ class Trainings:
             def submit() -> None:
                 while queue and len(pending) < n:
                     job = queue.pop(0)
-                    pending[task.remote(self.cfg, data, job, plugin_state(), res.cpus, device)] = job
+                    pending[task.remote(self.cfg, data, job, plugins, res.cpus, device)] = job
 
             submit()
             try:

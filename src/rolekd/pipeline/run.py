@@ -20,7 +20,7 @@ from .folders import CONFIG_FILE, OutputFolderError, claim_folder, seed_folder
 from .parallel import Job
 from .preflight import Training, preflight, validate_names
 from .setup import Prepared, prepare
-from .stages import TeacherHandle, load_teacher, train_network
+from .stages import TeacherHandle, load_teacher
 
 ScheduleRef = Literal["A_T", "A_S"] | None
 ProgressFactory = Callable[[str, int], ContextManager[Callable | None]]
@@ -243,15 +243,14 @@ class Pipeline:
 
     def _train(self, job: Job, cpus: float | None) -> None:
         """One job in this process (one training fits at a time), with its progress bar."""
-        from .parallel import torch_threads
+        from .parallel import torch_threads, train_job
 
         if job.complete:
             self.say(f"   done already ({job.folder})")
             return
         teacher = self._teacher(job.seed) if job.teacher else None
         with self.progress(job.label, job.epochs) as callback, torch_threads(cpus):
-            train_network(self.cfg, self.prep, job.role, job.folder, schedule=job.schedule, teacher=teacher,
-                          distill=job.distill, agents=job.agents, resume=True, callback=callback, seed=job.seed)
+            train_job(self.cfg, self.prep, job, teacher, callback)
 
 
 def run_pipeline(cfg: ExperimentConfig, out: str | Path, **kwargs) -> dict[str, Any]:
