@@ -133,6 +133,19 @@ def test_population_fits_at_once_on_an_embedded_ray(monkeypatch, population, cpu
     assert (run._population_warning(cfg, None, use_gpu=False) is None) is fits
 
 
+@pytest.mark.parametrize("cpus, gpus, use_gpu, fits", [(8, 0, False, True), (2, 0, False, False), (8, 1, True, True),
+                                                      (8, 0.5, True, False)])
+def test_in_a_ray_this_process_runs_the_population_fits_at_once_if_its_total_holds_it(monkeypatch, cpus, gpus,
+                                                                                       use_gpu, fits):
+    from rolekd.config import SearchConfig
+    from rolekd.pba import run
+
+    monkeypatch.setattr(run.ray, "is_initialized", lambda: True)
+    monkeypatch.setattr(run.ray, "cluster_resources", lambda: {"CPU": cpus, "GPU": gpus})
+    cfg = SearchConfig(population=4, cpus_per_trial=1.0, gpus_per_trial=0.25)  # e.g. rolekd run's local Ray
+    assert run._fits_at_once(cfg, None, use_gpu=use_gpu) is fits
+
+
 @pytest.mark.parametrize("time_share, expected", [(True, "PAUSE"), (False, "CONTINUE")])
 def test_pbt_pauses_to_time_share_only_when_the_population_does_not_fit(monkeypatch, time_share, expected):
     from ray.tune.schedulers import PopulationBasedTraining, TrialScheduler

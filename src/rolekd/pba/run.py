@@ -225,12 +225,18 @@ class _PopulationBasedTraining(PopulationBasedTraining):
 
 
 def _fits_at_once(cfg: SearchConfig, address: str | None, use_gpu: bool) -> bool:
-    """Whether an embedded Ray runs the whole population at once (a cluster's size is not known)."""
-    if address or ray.is_initialized():
+    """Whether this process's own Ray runs the whole population at once: the one it starts, or one it already runs
+    (``rolekd run``'s, whose trainings leave the search its trials' share). A cluster's free share is not known."""
+    if address:
         return False
-    slots = int(local_cpus(cfg) // cfg.cpus_per_trial)
+    if ray.is_initialized():
+        total = ray.cluster_resources()
+        cpus, gpus = total.get("CPU", 0.0), total.get("GPU", 0.0)
+    else:
+        cpus, gpus = local_cpus(cfg), local_gpus() if use_gpu else 0
+    slots = int(cpus // cfg.cpus_per_trial + 1e-9)
     if use_gpu and cfg.gpus_per_trial > 0:
-        slots = min(slots, int(local_gpus() // cfg.gpus_per_trial))
+        slots = min(slots, int(gpus // cfg.gpus_per_trial + 1e-9))
     return slots >= cfg.population
 
 

@@ -1,20 +1,23 @@
 """`rolekd run`'s independent trainings at once: rows x seeds as Ray tasks on every local slot, or on a cluster.
 
 One training takes its role's ``train.cpus`` / ``train.gpus`` (default: one GPU each with CUDA, else all the CPUs,
-so one at a time); as many run at once as fit, at most ``pipeline.max_parallel``. When one fits at a time and no
-cluster is named, they train in this process one after another, exactly as a sequential run does. A Ray task
-trains into the run folder's seed folder with ``resume=True``: a worker that dies is retried by Ray
-(``max_retries``) and continues from its last checkpoint, and a finished training is recognised from its files
-and skipped, wherever it ran. The run folder must therefore be reachable at the same path from every node; the
-data goes through Ray's object store.
+so one at a time); as many run at once as fit, at most ``pipeline.max_parallel``. A training starts as soon as
+what it needs exists: its schedule (it is queued once the search that makes it has finished) and, for a student
+on the run's teacher, that teacher (it waits for that training). So the baselines train while stage β searches.
+When one fits at a time and no cluster is named, they train in this process one after another, exactly as a
+sequential run does. A Ray task trains into the run folder's seed folder with ``resume=True``: a worker that dies
+is retried by Ray (``max_retries``) and continues from its last checkpoint, and a finished training is recognised
+from its files and skipped, wherever it ran. The run folder must therefore be reachable at the same path from
+every node; the data goes through Ray's object store.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import threading
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -24,12 +27,17 @@ import torch
 from ..augment.schedule import Schedule
 from ..config import TrainConfig, TrainingConfig
 from ..training import atomic_write_text, load_checkpoint
+from .eta import after_line, clock, epoch_times
 from .setup import Prepared
 from .stages import Role, TeacherHandle
 
 RETRIES = 2  # a training whose worker dies is started again this many times, from its last checkpoint
 POLL_S = 2.0
 RECORD = "trainings.jsonl"  # one line per training run on Ray: where it ran and for how long
+
+
+def job_label(key: str, seed: int) -> str:
+    return f"{key} (seed {seed})"
 
 
 @dataclass(frozen=True)
@@ -46,10 +54,11 @@ class Job:
     distill: bool = False
     agents: tuple[str, ...] = ()
     title: str = ""  # the row's words in the report
+    after: str | None = None  # the label of the training this one waits for (its teacher's, in this run)
 
     @property
     def label(self) -> str:
-        return f"{self.key} (seed {self.seed})"
+        return job_label(self.key, self.seed)
 
     @property
     def complete(self) -> bool:
@@ -133,27 +142,37 @@ def _remote_job(cfg: TrainingConfig, data: dict[str, Any], job: Job, plugins: di
 
 
 class Trainings:
-    """Runs a phase's jobs: in this process when one fits at a time locally, else as Ray tasks."""
+    """A run's trainings, each started as soon as what it needs exists (its teacher, for a student).
+
+    ``add`` queues jobs as their schedules become known; ``wait`` blocks until the named ones (default: all) have
+    finished. When one training fits at a time and no cluster is named, ``wait`` trains the queue in this process,
+    in order. Otherwise the jobs run as Ray tasks, submitted by a thread of this process as they become ready and
+    resources free, so the driver can search meanwhile (stage β's search while the other trainings go on).
+    A failed training stops the others; their last checkpoints stay for ``--resume``.
+    """
 
     def __init__(self, cfg: TrainingConfig, prep: Prepared, out: Path, *, address: str | None, cap: int | None,
                  train_here: Callable[[Job, float | None], None], record_time: Callable[[str, float], None],
-                 say: Callable[[str], None]) -> None:
+                 say: Callable[[str], None], eta: Callable[[dict[str, int]], str] | None = None) -> None:
         self.cfg, self.prep, self.out, self.address, self.cap = cfg, prep, out, address, cap
         self.train_here, self.record_time, self.say = train_here, record_time, say
-
-    def run(self, jobs: Sequence[Job], role: Role) -> None:
-        if not jobs:
-            return
-        train = self.cfg.teacher.train if role == "teacher" else self.cfg.student.train
+        self.eta = eta or (lambda slots: "")
         cpus, gpus = os.cpu_count() or 1, self._local_gpus()
-        if self.address is None and at_once(training_resources(train, cpus, gpus), cpus, gpus, self.cap) == 1:
-            for job in jobs:
-                self.say(f"── {job.role}: {job.title or job.key}, seed {job.seed}")
-                t0 = time.perf_counter()
-                self.train_here(job, train.cpus)
-                self.record_time(job.key, time.perf_counter() - t0)
-            return
-        self._on_ray(list(jobs), train)
+        self.resources = {role: training_resources(self._train_cfg(role), cpus, gpus) for role in ("teacher", "student")}
+        self.slots = {role: at_once(res, cpus, gpus, cap) for role, res in self.resources.items()}
+        self.on_ray = address is not None or max(self.slots.values()) > 1
+        self.queue: list[Job] = []
+        self.finished: set[str] = set()
+        self.running: dict[Any, Job] = {}
+        self.error: BaseException | None = None
+        self._cv = threading.Condition()
+        self._closing = False
+        self._reserved = Resources(0.0, 0.0)
+        self._thread: threading.Thread | None = None
+        self._stack = ExitStack()
+
+    def _train_cfg(self, role: str) -> TrainConfig:
+        return self.cfg.teacher.train if role == "teacher" else self.cfg.student.train
 
     def _local_gpus(self) -> int:
         """This machine's GPUs, none when the config says ``device: cpu`` (its trainings then take no GPU)."""
@@ -161,56 +180,176 @@ class Trainings:
 
         return 0 if self.cfg.device == "cpu" else local_gpus()
 
+    def __enter__(self) -> "Trainings":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        with self._cv:
+            self._closing = True
+            self._cv.notify_all()
+        if self._thread is not None:
+            self._thread.join()
+        self._cancel()  # left running only when the run stops early
+        self._stack.close()
+
+    def add(self, jobs: Sequence[Job]) -> None:
+        """Queue ``jobs``; a finished one (found complete in its folder) is skipped."""
+        with self._cv:
+            self._raise()
+            known = {*self.finished, *(j.label for j in [*self.queue, *self.running.values(), *jobs])}
+            for job in jobs:
+                if job.after is not None and job.after not in known:
+                    raise ValueError(f"{job.label} waits for {job.after}, which is not a training of this run")
+            for job in jobs:
+                if job.complete:
+                    self.say(f"   done already: {job.label} ({job.folder})")
+                    self.finished.add(job.label)
+                else:
+                    self.queue.append(job)
+            self._cv.notify_all()
+        if self.on_ray and self.queue and self._thread is None:
+            self._start()
+
+    def wait(self, labels: Sequence[str] | None = None) -> None:
+        """Until the trainings ``labels`` (default: every one added) have finished."""
+        want = None if labels is None else set(labels)
+        if not self.on_ray:
+            self._train_until(want)
+            return
+        with self._cv:
+            while not self._satisfied(want):
+                self._raise()
+                self._cv.wait(1.0)
+            self._raise()
+
+    def _satisfied(self, want: set[str] | None) -> bool:
+        return not self.queue and not self.running if want is None else want <= self.finished
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def _ready(self) -> list[Job]:
+        return [j for j in self.queue if j.after is None or j.after in self.finished]
+
+    # -- in this process, in order ------------------------------------------------------------------------
+    def _train_until(self, want: set[str] | None) -> None:
+        while not self._satisfied(want):
+            ready = self._ready()
+            if not ready:
+                raise RuntimeError(f"trainings {sorted(want - self.finished) if want else self.queue} cannot start: "
+                                   "what they wait for is not queued")
+            job = ready[0]
+            self.say(f"── {job.role}: {job.title or job.key}, seed {job.seed}" + after_line(self.eta(self.slots)))
+            t0 = time.perf_counter()
+            self.train_here(job, self._train_cfg(job.role).cpus)
+            self.record_time(job.key, time.perf_counter() - t0)
+            self.queue.remove(job)
+            self.finished.add(job.label)
+
     # -- on Ray -----------------------------------------------------------------------------------------
-    def _on_ray(self, jobs: list[Job], train: TrainConfig) -> None:
+    def _start(self) -> None:
+        """Join or start Ray (in this thread: ``ray.init`` wants the main one), then submit from a thread."""
         import ray
 
         from ..pba.run import ray_session
         from ..plugins import plugin_state
         from .setup import share
 
-        todo = [j for j in jobs if not j.complete]
-        for job in jobs:
-            if job.complete:
-                self.say(f"   done already: {job.label} ({job.folder})")
-        if not todo:
-            return
-        with ray_session(self.address, os.cpu_count() or 1, self._local_gpus()):
-            cpus, gpus, per_node = _cluster_resources()
-            if self.cfg.device == "cpu":
-                gpus, per_node = 0.0, (per_node[0], 0)
-            res = training_resources(train, per_node[0], per_node[1])
-            n = at_once(res, cpus, gpus, self.cap)
-            where = f"the Ray cluster at {self.address}" if self.address else f"a local Ray ({cpus:g} CPUs)"
-            self.say(f"── {len(todo)} {todo[0].role} trainings, {n} at once on {where}, {res.line()}")
+        self._stack.enter_context(ray_session(self.address, os.cpu_count() or 1, self._local_gpus()))
+        cpus, gpus, per_node = _cluster_resources()
+        if self.cfg.device == "cpu":
+            gpus, per_node = 0.0, (per_node[0], 0)
+        self.capacity = Resources(cpus, gpus)
+        where = f"the Ray cluster at {self.address}" if self.address else f"a local Ray ({cpus:g} CPUs)"
+        for role in ("teacher", "student"):
+            self.resources[role] = res = training_resources(self._train_cfg(role), per_node[0], per_node[1])
+            self.slots[role] = at_once(res, cpus, gpus, self.cap)
+            self.say(f"── {role} trainings: {self.slots[role]} at once on {where}, {res.line()}")
+        self._data = ray.put(share(self.prep.full, self.prep.normalizer))
+        self._plugins = plugin_state()
+        self._thread = threading.Thread(target=self._loop, name="rolekd-trainings", daemon=True)
+        self._thread.start()
+
+    @contextmanager
+    def reserved(self, search: Resources) -> Iterator[None]:
+        """While a search runs (the run's longest chain: its schedule's rows wait for it), new trainings get only
+        what its trials leave; the ones already training go on."""
+        with self._cv:
+            self._reserved = search
+        try:
+            yield
+        finally:
+            with self._cv:
+                self._reserved = Resources(0.0, 0.0)
+                self._cv.notify_all()
+
+    def _fits(self, job: Job) -> bool:
+        held = Resources(min(self._reserved.cpus, self.capacity.cpus), min(self._reserved.gpus, self.capacity.gpus))
+        if not self.running and not (held.cpus or held.gpus):
+            return True  # a training larger than the machine still runs, alone
+        if self.cap and len(self.running) >= self.cap:
+            return False
+        res = self.resources[job.role]
+        used = [held, *(self.resources[j.role] for j in self.running.values())]
+        return (sum(r.cpus for r in used) + res.cpus <= self.capacity.cpus + 1e-9
+                and sum(r.gpus for r in used) + res.gpus <= self.capacity.gpus + 1e-9)
+
+    def _submit(self) -> None:
+        import ray
+
+        for job in self._ready():
+            if not self._fits(job):
+                continue
+            res = self.resources[job.role]
             task = ray.remote(_remote_job).options(num_cpus=res.cpus, num_gpus=res.gpus, max_retries=RETRIES)
-            data = ray.put(share(self.prep.full, self.prep.normalizer))
-            plugins = plugin_state()
             device = "cuda" if res.gpus else "cpu"
-            queue, pending = list(todo), {}
-            board = _Board(todo, n, self.say)
+            self.running[task.remote(self.cfg, self._data, job, self._plugins, res.cpus, device)] = job
+            self.queue.remove(job)
 
-            def submit() -> None:
-                while queue and len(pending) < n:
-                    job = queue.pop(0)
-                    pending[task.remote(self.cfg, data, job, plugins, res.cpus, device)] = job
+    def _loop(self) -> None:
+        import ray
 
-            submit()
-            try:
-                while pending:
-                    done, _ = ray.wait(list(pending), num_returns=1, timeout=POLL_S)
-                    for ref in done:
-                        job = pending.pop(ref)
-                        result = _result(ref, job)
-                        self.record_time(job.key, result["wall_s"])
-                        _append_record(self.out / RECORD, job, result)
-                        board.finished(job, result)
-                    submit()
-                    board.show(list(pending.values()))
-            except BaseException:
-                for ref in pending:  # stop the others at once; their last checkpoints stay for --resume
-                    ray.cancel(ref, force=True)
-                raise
+        board = _Board(self.say, lambda: self.eta(self.slots))
+        try:
+            while True:
+                with self._cv:
+                    if self._closing:
+                        return
+                    self._submit()
+                    refs = list(self.running)
+                    if not refs:
+                        self._cv.wait(POLL_S)
+                        continue
+                done, _ = ray.wait(refs, num_returns=1, timeout=POLL_S)
+                for ref in done:
+                    job = self.running[ref]
+                    result = _result(ref, job)
+                    self.record_time(job.key, result["wall_s"])
+                    _append_record(self.out / RECORD, job, result)
+                    board.finished(job, result)
+                    with self._cv:
+                        del self.running[ref]
+                        self.finished.add(job.label)
+                        self._cv.notify_all()
+                board.show(list(self.running.values()))
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting driver, which raises it
+            self.say(f"   a training failed ({exc}); the others stop, --resume continues them")
+            self._cancel()
+            with self._cv:
+                self.error = exc
+                self._cv.notify_all()
+
+    def _cancel(self) -> None:
+        """Stop the trainings in flight at once; their last checkpoints stay for ``--resume``."""
+        with self._cv:
+            if not self.running:
+                return
+            import ray
+
+            for ref in list(self.running):
+                ray.cancel(ref, force=True)
+            self.running.clear()
 
 
 def _cluster_resources() -> tuple[float, float, tuple[int, int]]:
@@ -250,48 +389,22 @@ def _append_record(path: Path, job: Job, result: dict[str, Any]) -> None:
 
 
 class _Board:
-    """One line per training in flight when its epoch changes (row, seed, epoch, ETA), and the phase's ETA."""
+    """One line per training in flight when its epoch changes (row, seed, epoch, its ETA), and the run's ETA."""
 
-    def __init__(self, jobs: list[Job], at_once: int, say: Callable[[str], None]) -> None:
-        self.jobs, self.n, self.say = jobs, at_once, say
+    def __init__(self, say: Callable[[str], None], eta: Callable[[], str]) -> None:
+        self.say, self.eta = say, eta
         self.shown: dict[str, int] = {}
-        self.done: set[str] = set()
-        self.epoch_s: list[float] = []
 
     def finished(self, job: Job, result: dict[str, Any]) -> None:
-        self.done.add(job.label)
         acc = result["last"].get("val_acc")
         shown = f", test {100 * acc:.2f}%" if acc is not None else ""
-        self.say(f"   finished {job.label}{shown} ({len(self.done)} of {len(self.jobs)}, {self._eta()})")
+        self.say(f"   finished {job.label}{shown}" + after_line(self.eta()))
 
     def show(self, running: list[Job]) -> None:
         for job in running:
-            epochs = _epoch_times(job.folder)
+            epochs = epoch_times(job.folder)
             if not epochs or self.shown.get(job.label) == len(epochs):
                 continue
             self.shown[job.label] = len(epochs)
-            self.epoch_s = [*self.epoch_s[-200:], epochs[-1]]
             left = (job.epochs - len(epochs)) * (sum(epochs) / len(epochs))
-            self.say(f"   {job.label}: epoch {len(epochs)}/{job.epochs}, ETA {_clock(left)} │ {self._eta()}")
-
-    def _eta(self) -> str:
-        if not self.epoch_s:
-            return "phase ETA ?"
-        per_epoch = sum(self.epoch_s) / len(self.epoch_s)
-        left = sum(j.epochs - self.shown.get(j.label, 0) for j in self.jobs if j.label not in self.done)
-        return f"phase ETA {_clock(left * per_epoch / self.n)}"
-
-
-def _epoch_times(folder: Path) -> list[float]:
-    import json
-
-    path = folder / "metrics.jsonl"
-    try:
-        return [json.loads(line)["time_s"] for line in path.read_text().splitlines() if line.strip()]
-    except (OSError, ValueError, KeyError):
-        return []  # not started, or a line being replaced right now
-
-
-def _clock(seconds: float) -> str:
-    s = int(seconds)
-    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+            self.say(f"   {job.label}: epoch {len(epochs)}/{job.epochs}, ETA {clock(left)}" + after_line(self.eta()))

@@ -8,6 +8,7 @@ recognised from its files, so ``--resume`` skips it and continues the one in fli
 from __future__ import annotations
 
 import json
+import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -16,8 +17,9 @@ from typing import Any, Callable, ContextManager, Literal
 
 from ..config import ExperimentConfig
 from ..training import atomic_write_json
+from .eta import SUMMARY, after_line, PlannedSearch, PlannedTraining, RunEta
 from .folders import CONFIG_FILE, OutputFolderError, claim_folder, seed_folder
-from .parallel import Job
+from .parallel import Job, Resources
 from .preflight import Training, preflight, validate_names
 from .setup import Prepared, prepare
 from .stages import TeacherHandle, load_teacher
@@ -87,18 +89,20 @@ def plan_rows(cfg: ExperimentConfig) -> list[Row]:
 
 @dataclass
 class RunState:
-    """Wall time per stage, kept on disk so a resumed run reports the total."""
+    """Wall time per stage, kept on disk so a resumed run reports the total (added to from the trainings' thread)."""
 
     path: Path
     times: dict[str, float] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
     def load(cls, path: Path) -> "RunState":
         return cls(path, json.loads(path.read_text()) if path.is_file() else {})
 
     def add(self, stage: str, seconds: float) -> None:
-        self.times[stage] = self.times.get(stage, 0.0) + seconds
-        atomic_write_json(self.path, self.times)
+        with self.lock:
+            self.times[stage] = self.times.get(stage, 0.0) + seconds
+            atomic_write_json(self.path, self.times)
 
 
 RunFolderError = OutputFolderError  # the name rolekd run has always raised
@@ -166,20 +170,27 @@ class Pipeline:
         rows = plan_rows(cfg)
         preflight(cfg, self.prep, [Training(r.label, r.role, r.kd, r.warm_start, r.agents, r.schedule is not None)
                                    for r in rows], say=self.say)
-        from .parallel import Trainings
+        from .parallel import Trainings, job_label
 
+        self.eta = self._plan_eta(rows)
         trainings = Trainings(cfg.training(), self.prep, self.out, address=self.address, cap=cfg.pipeline.max_parallel,
-                              train_here=self._train, record_time=self.state.add, say=self.say)
-        self._stage("stage α: teacher schedule A_T", lambda: self._schedule("A_T"))
-        trainings.run(self._jobs(rows, "teacher"), "teacher")
-        self._stage("stage β: student schedule A_S", lambda: self._schedule("A_S"))
-        trainings.run(self._jobs(rows, "student"), "student")  # each on the teacher of its own seed
+                              train_here=self._train, record_time=self.state.add, say=self.say, eta=self.eta.line)
+        self.slots = trainings.slots
+        with trainings:
+            self._stage("stage α: teacher schedule A_T", lambda: self._schedule("A_T"))
+            trainings.add(self._jobs([r for r in rows if r.schedule != "A_S"]))  # every row but A_S's, at once
+            if self._will_search("A_S"):  # stage β distils from seed 0's stage-α teacher; the rest go on meanwhile
+                trainings.wait([job_label("teacher_alpha", cfg.pipeline.seeds[0])])
+            with trainings.reserved(self._search_share()):
+                self._stage("stage β: student schedule A_S", lambda: self._schedule("A_S"))
+            trainings.add(self._jobs([r for r in rows if r.schedule == "A_S"]))
+            trainings.wait()
         from .report import write_report
 
         return write_report(self.out, cfg, rows, self.state.times, self.schedules, self.sources)
 
     def _stage(self, title: str, work: Callable[[], Any], key: str | None = None) -> Any:
-        self.say(f"── {title}")
+        self.say(f"── {title}" + after_line(self.eta.line(self.slots)))
         t0 = time.perf_counter()
         result = work()
         self.state.add(key or title.split(":")[0], time.perf_counter() - t0)
@@ -205,8 +216,12 @@ class Pipeline:
 
             role = "teacher" if which == "A_T" else "student"
             teacher = self._teacher_path(cfg.pipeline.seeds[0]) if role == "student" else None
-            search_command(cfg, role, teacher, self.out / stage / "search", address=self.address, resume=self.resume,
-                           data_dir=self.data_dir, prep=self.prep)
+            self.eta.searching = role
+            try:
+                search_command(cfg, role, teacher, self.out / stage / "search", address=self.address,
+                               resume=self.resume, data_dir=self.data_dir, prep=self.prep)
+            finally:
+                self.eta.searching = None
             found = Schedule.load(self.out / stage / "search" / "schedule.json")
             found.save(path)
         else:
@@ -218,6 +233,31 @@ class Pipeline:
     def _needs_schedule(self, which: str) -> bool:
         return any(r.schedule == which for r in plan_rows(self.cfg))
 
+    def _will_search(self, which: str) -> bool:
+        """Whether ``_schedule(which)`` will run a search (not given, not found from an earlier session)."""
+        stage = "stage_alpha" if which == "A_T" else "stage_beta"
+        given = which == "A_T" and given_schedule(self.cfg) is not None
+        return not given and self._needs_schedule(which) and not (self.out / stage / "schedule.json").is_file()
+
+    def _search_share(self) -> Resources:
+        """What stage β's search trials take, all at once (kept from trainings that start while it runs)."""
+        if not self._will_search("A_S"):
+            return Resources(0.0, 0.0)
+        s = self.cfg.search
+        gpus = s.gpus_per_trial if self.cfg.device != "cpu" else 0.0
+        return Resources(s.population * s.cpus_per_trial, s.population * gpus)
+
+    def _plan_eta(self, rows: list[Row]) -> RunEta:
+        """What the run's ETA counts: every row x seed, and the searches this run will still make."""
+        cfg = self.cfg
+        trainings = [PlannedTraining(r.role, seed_folder(self.out / r.folder, seed),
+                                     (cfg.teacher if r.role == "teacher" else cfg.student).train.epochs)
+                     for seed in cfg.pipeline.seeds for r in rows]
+        searches = [PlannedSearch(role, self.out / stage / "search", cfg.search.population * cfg.search_epochs(role))
+                    for which, role, stage in (("A_T", "teacher", "stage_alpha"), ("A_S", "student", "stage_beta"))
+                    if self._will_search(which) or (self.out / stage / "search" / SUMMARY).is_file()]
+        return RunEta(trainings, searches)
+
     def _teacher_path(self, seed: int) -> str:
         teacher_row = next(r for r in PAPER_ROWS if r.key == "teacher_alpha")
         return str(seed_folder(self.out / teacher_row.folder, seed) / "last.pt")
@@ -227,27 +267,26 @@ class Pipeline:
             self.teachers[seed] = load_teacher(self._teacher_path(seed), self.cfg, self.prep)
         return self.teachers[seed]
 
-    def _jobs(self, rows: list[Row], role: str) -> list[Job]:
-        """The role's trainings, seed by seed in row order (the order a sequential run trains them)."""
-        net = self.cfg.teacher if role == "teacher" else self.cfg.student
+    def _jobs(self, rows: list[Row]) -> list[Job]:
+        """The rows' trainings, seed by seed in row order (the order a sequential run trains them); a student on
+        the teacher waits for the stage-α teacher of its seed."""
+        from .parallel import job_label
+
         jobs = []
         for seed in self.cfg.pipeline.seeds:
             for row in rows:
-                if row.role != role:
-                    continue
+                net = self.cfg.teacher if row.role == "teacher" else self.cfg.student
                 schedule = self.schedules.get(row.schedule) if row.schedule else None
                 jobs.append(Job(row.key, row.role, seed, seed_folder(self.out / row.folder, seed), net.train.epochs,
                                 schedule.stretch(net.train.epochs) if schedule is not None else None,
-                                self._teacher_path(seed) if row.needs_teacher else None, row.kd, row.agents, row.label))
+                                self._teacher_path(seed) if row.needs_teacher else None, row.kd, row.agents, row.label,
+                                after=job_label("teacher_alpha", seed) if row.needs_teacher else None))
         return jobs
 
     def _train(self, job: Job, cpus: float | None) -> None:
         """One job in this process (one training fits at a time), with its progress bar."""
         from .parallel import torch_threads, train_job
 
-        if job.complete:
-            self.say(f"   done already ({job.folder})")
-            return
         teacher = self._teacher(job.seed) if job.teacher else None
         with self.progress(job.label, job.epochs) as callback, torch_threads(cpus):
             train_job(self.cfg, self.prep, job, teacher, callback)
