@@ -204,6 +204,8 @@ def test_in_one_slot_the_queue_trains_in_order_only_as_far_as_a_wait_needs_and_a
         assert trained == [t0.label]  # only as far as the stage-β search needs
         trainings.wait()
     assert trained == [t0.label, t1.label, s1.label]  # the student waited for its teacher
+    with pytest.raises(ValueError, match=r"cannot wait for \['teacher_alpha \(seed 2\)'\]: not trainings of this"):
+        trainings.wait(["teacher_alpha (seed 2)"])
     with pytest.raises(ValueError, match=r"student_kd \(seed 2\) waits for teacher_alpha \(seed 2\), which is not"):
         trainings.add([Job("student_kd", "student", 2, tmp_path / "s2", 2, after="teacher_alpha (seed 2)")])
 

@@ -190,7 +190,7 @@ def test_no_row_changes_the_teacher_the_other_rows_receive(finished_run, tmp_pat
                           for k, stage in (("A_T", "stage_alpha"), ("A_S", "stage_beta"))}
     students = [r for r in plan_rows(cfg) if r.role == "student"]
     assert [r.key for r in students][:2] == ["student_beta", "student_kd"]  # a DML row first, then more
-    for job in pipeline._jobs(students, "student"):  # seed 0's trainings, in the run's order
+    for job in pipeline._jobs(students):  # seed 0's trainings, in the run's order
         pipeline._train(job, None)
         if job.teacher:
             assert _state_hash(pipeline.teachers[0].model.state_dict()) == on_disk, job.key

@@ -132,10 +132,10 @@ def run_search(
 
 def _session_line(cfg: SearchConfig, epochs: int, address: str | None, use_gpu: bool, restore: bool) -> str:
     what = "continuing" if restore else "starting"
-    if ray.is_initialized():
-        where = "the running Ray"
+    if address:
+        where = f"Ray cluster {address}"
     else:
-        where = f"Ray cluster {address}" if address else f"a local Ray ({local_cpus(cfg)} CPUs)"
+        where = "the running Ray" if ray.is_initialized() else f"a local Ray ({local_cpus(cfg)} CPUs)"
     share = f", {cfg.gpus_per_trial:g} GPU" if use_gpu else ""
     return f"{what} {cfg.population} trials x {epochs} epochs on {where}, {cfg.cpus_per_trial:g} CPU{share} per trial"
 

@@ -213,6 +213,10 @@ class Trainings:
     def wait(self, labels: Sequence[str] | None = None) -> None:
         """Until the trainings ``labels`` (default: every one added) have finished."""
         want = None if labels is None else set(labels)
+        with self._cv:
+            known = {*self.finished, *(j.label for j in [*self.queue, *self.running.values()])}
+        if want and not want <= known:
+            raise ValueError(f"cannot wait for {sorted(want - known)}: not trainings of this run")
         if not self.on_ray:
             self._train_until(want)
             return
