@@ -200,6 +200,7 @@ def test_in_one_slot_the_queue_trains_in_order_only_as_far_as_a_wait_needs_and_a
     s1 = Job("student_kd", "student", 1, tmp_path / "s1", 2, after=t1.label)
     with trainings:
         trainings.add([t0, s1, t1])  # the student of seed 1 is queued before its teacher
+        assert trainings._next_up() == [t1, t0]  # on Ray: first the teacher a student waits for; the student after it
         trainings.wait([t0.label])
         assert trained == [t0.label]  # only as far as the stage-β search needs
         trainings.wait()
@@ -286,3 +287,13 @@ def test_while_a_search_runs_new_trainings_get_only_what_its_trials_leave(tmp_pa
     with trainings.reserved(Resources(8.0, 0.0)):
         assert not trainings._fits(job)  # nothing left: trainings wait for the search, even on an idle machine
     assert trainings._fits(job)  # the search is over
+    # kept from the moment the training the search waits for finishes, before the loop can hand its CPUs on
+    teacher = Job("teacher_alpha", "teacher", 0, tmp_path / "a", 2)
+    trainings.running = {"ref1": teacher}
+    with trainings.reserved(Resources(7.0, 0.0), after=teacher.label):
+        assert trainings._fits(job)  # the teacher is still training: nothing kept yet
+        with trainings._cv:
+            del trainings.running["ref1"]
+            trainings._finish(teacher)
+        assert not trainings._fits(job)  # 1 CPU left beside the search
+    assert trainings._fits(job)

@@ -168,6 +168,7 @@ class Trainings:
         self._cv = threading.Condition()
         self._closing = False
         self._reserved = Resources(0.0, 0.0)
+        self._reserve_after: tuple[str, Resources] | None = None
         self._thread: threading.Thread | None = None
         self._stack = ExitStack()
 
@@ -236,6 +237,11 @@ class Trainings:
     def _ready(self) -> list[Job]:
         return [j for j in self.queue if j.after is None or j.after in self.finished]
 
+    def _next_up(self) -> list[Job]:
+        """The ready jobs, those others wait for (teachers) first: they unblock the most."""
+        awaited = {j.after for j in self.queue}
+        return sorted(self._ready(), key=lambda j: j.label not in awaited)
+
     # -- in this process, in order ------------------------------------------------------------------------
     def _train_until(self, want: set[str] | None) -> None:
         while not self._satisfied(want):
@@ -276,17 +282,28 @@ class Trainings:
         self._thread.start()
 
     @contextmanager
-    def reserved(self, search: Resources) -> Iterator[None]:
+    def reserved(self, search: Resources, after: str | None = None) -> Iterator[None]:
         """While a search runs (the run's longest chain: its schedule's rows wait for it), new trainings get only
-        what its trials leave; the ones already training go on."""
+        what its trials leave; the ones already training go on. With ``after``, the share is kept from the moment
+        that training (the one the search needs) finishes, before anything else can take what it frees."""
         with self._cv:
-            self._reserved = search
+            if after is None or after in self.finished:
+                self._reserved = search
+            else:
+                self._reserve_after = (after, search)
         try:
             yield
         finally:
             with self._cv:
-                self._reserved = Resources(0.0, 0.0)
+                self._reserved, self._reserve_after = Resources(0.0, 0.0), None
                 self._cv.notify_all()
+
+    def _finish(self, job: Job) -> None:
+        """Mark ``job`` finished (holding the lock)."""
+        self.finished.add(job.label)
+        if self._reserve_after is not None and self._reserve_after[0] == job.label:
+            self._reserved, self._reserve_after = self._reserve_after[1], None
+        self._cv.notify_all()
 
     def _fits(self, job: Job) -> bool:
         held = Resources(min(self._reserved.cpus, self.capacity.cpus), min(self._reserved.gpus, self.capacity.gpus))
@@ -300,9 +317,10 @@ class Trainings:
                 and sum(r.gpus for r in used) + res.gpus <= self.capacity.gpus + 1e-9)
 
     def _submit(self) -> None:
+        """Start what is ready and fits: first the trainings others wait for (teachers), then in queue order."""
         import ray
 
-        for job in self._ready():
+        for job in self._next_up():
             if not self._fits(job):
                 continue
             res = self.resources[job.role]
@@ -334,8 +352,7 @@ class Trainings:
                     board.finished(job, result)
                     with self._cv:
                         del self.running[ref]
-                        self.finished.add(job.label)
-                        self._cv.notify_all()
+                        self._finish(job)
                 board.show(list(self.running.values()))
         except BaseException as exc:  # noqa: BLE001 - handed to the waiting driver, which raises it
             self.say(f"   a training failed ({exc}); the others stop, --resume continues them")

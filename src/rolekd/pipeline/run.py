@@ -179,9 +179,10 @@ class Pipeline:
         with trainings:
             self._stage("stage α: teacher schedule A_T", lambda: self._schedule("A_T"))
             trainings.add(self._jobs([r for r in rows if r.schedule != "A_S"]))  # every row but A_S's, at once
-            if self._will_search("A_S"):  # stage β distils from seed 0's stage-α teacher; the rest go on meanwhile
-                trainings.wait([job_label("teacher_alpha", cfg.pipeline.seeds[0])])
-            with trainings.reserved(self._search_share()):
+            teacher = job_label("teacher_alpha", cfg.pipeline.seeds[0])  # the one stage β distils from
+            with trainings.reserved(self._search_share(), after=teacher):  # its trials first, the rest go on beside
+                if self._will_search("A_S"):
+                    trainings.wait([teacher])
                 self._stage("stage β: student schedule A_S", lambda: self._schedule("A_S"))
             trainings.add(self._jobs([r for r in rows if r.schedule == "A_S"]))
             trainings.wait()
