@@ -167,6 +167,7 @@ class Trainings:
         self.error: BaseException | None = None
         self._cv = threading.Condition()
         self._closing = False
+        self.capacity = Resources(float(cpus), float(gpus))  # this machine's; Ray's own once it runs
         self._reserved = Resources(0.0, 0.0)
         self._reserve_after: tuple[str, Resources] | None = None
         self._thread: threading.Thread | None = None
@@ -197,14 +198,14 @@ class Trainings:
         """Queue ``jobs``; a finished one (found complete in its folder) is skipped."""
         with self._cv:
             self._raise()
-            known = {*self.finished, *(j.label for j in [*self.queue, *self.running.values(), *jobs])}
+            known = self._known() | {j.label for j in jobs}
             for job in jobs:
                 if job.after is not None and job.after not in known:
                     raise ValueError(f"{job.label} waits for {job.after}, which is not a training of this run")
             for job in jobs:
                 if job.complete:
                     self.say(f"   done already: {job.label} ({job.folder})")
-                    self.finished.add(job.label)
+                    self._finish(job)
                 else:
                     self.queue.append(job)
             self._cv.notify_all()
@@ -215,7 +216,7 @@ class Trainings:
         """Until the trainings ``labels`` (default: every one added) have finished."""
         want = None if labels is None else set(labels)
         with self._cv:
-            known = {*self.finished, *(j.label for j in [*self.queue, *self.running.values()])}
+            known = self._known()
         if want and not want <= known:
             raise ValueError(f"cannot wait for {sorted(want - known)}: not trainings of this run")
         if not self.on_ray:
@@ -226,6 +227,10 @@ class Trainings:
                 self._raise()
                 self._cv.wait(1.0)
             self._raise()
+
+    def _known(self) -> set[str]:
+        """The labels of every training added: finished, queued or running."""
+        return {*self.finished, *(j.label for j in [*self.queue, *self.running.values()])}
 
     def _satisfied(self, want: set[str] | None) -> bool:
         return not self.queue and not self.running if want is None else want <= self.finished
@@ -254,8 +259,9 @@ class Trainings:
             t0 = time.perf_counter()
             self.train_here(job, self._train_cfg(job.role).cpus)
             self.record_time(job.key, time.perf_counter() - t0)
-            self.queue.remove(job)
-            self.finished.add(job.label)
+            with self._cv:
+                self.queue.remove(job)
+                self._finish(job)
 
     # -- on Ray -----------------------------------------------------------------------------------------
     def _start(self) -> None:
@@ -422,10 +428,12 @@ class _Board:
         self.say(f"   finished {job.label}{shown}" + after_line(self.eta()))
 
     def show(self, running: list[Job]) -> None:
+        eta = None  # the run's ETA reads every training's metrics: once a round, and only when a line is due
         for job in running:
             epochs = epoch_times(job.folder)
             if not epochs or self.shown.get(job.label) == len(epochs):
                 continue
             self.shown[job.label] = len(epochs)
             left = (job.epochs - len(epochs)) * (sum(epochs) / len(epochs))
-            self.say(f"   {job.label}: epoch {len(epochs)}/{job.epochs}, ETA {clock(left)}" + after_line(self.eta()))
+            eta = self.eta() if eta is None else eta
+            self.say(f"   {job.label}: epoch {len(epochs)}/{job.epochs}, ETA {clock(left)}" + after_line(eta))

@@ -25,6 +25,7 @@ from .setup import Prepared, prepare
 from .stages import TeacherHandle, load_teacher
 
 ScheduleRef = Literal["A_T", "A_S"] | None
+SEARCHED = {"A_T": ("teacher", "stage_alpha"), "A_S": ("student", "stage_beta")}  # each schedule's role and stage
 ProgressFactory = Callable[[str, int], ContextManager[Callable | None]]
 
 
@@ -170,7 +171,7 @@ class Pipeline:
         rows = plan_rows(cfg)
         preflight(cfg, self.prep, [Training(r.label, r.role, r.kd, r.warm_start, r.agents, r.schedule is not None)
                                    for r in rows], say=self.say)
-        from .parallel import Trainings, job_label
+        from .parallel import Trainings
 
         self.eta = self._plan_eta(rows)
         trainings = Trainings(cfg.training(), self.prep, self.out, address=self.address, cap=cfg.pipeline.max_parallel,
@@ -179,7 +180,7 @@ class Pipeline:
         with trainings:
             self._stage("stage α: teacher schedule A_T", lambda: self._schedule("A_T"))
             trainings.add(self._jobs([r for r in rows if r.schedule != "A_S"]))  # every row but A_S's, at once
-            teacher = job_label("teacher_alpha", cfg.pipeline.seeds[0])  # the one stage β distils from
+            teacher = self._teacher_label(cfg.pipeline.seeds[0])  # the one stage β distils from
             with trainings.reserved(self._search_share(), after=teacher):  # its trials first, the rest go on beside
                 if self._will_search("A_S"):
                     trainings.wait([teacher])
@@ -202,7 +203,7 @@ class Pipeline:
         from ..augment.schedule import Schedule
 
         cfg = self.cfg
-        stage = "stage_alpha" if which == "A_T" else "stage_beta"
+        role, stage = SEARCHED[which]
         path = self.out / stage / "schedule.json"
         given = given_schedule(cfg) if which == "A_T" else None
         if given is not None:
@@ -215,7 +216,6 @@ class Pipeline:
                 return None
             from .search_stage import search_command
 
-            role = "teacher" if which == "A_T" else "student"
             teacher = self._teacher_path(cfg.pipeline.seeds[0]) if role == "student" else None
             self.eta.searching = role
             try:
@@ -236,7 +236,7 @@ class Pipeline:
 
     def _will_search(self, which: str) -> bool:
         """Whether ``_schedule(which)`` will run a search (not given, not found from an earlier session)."""
-        stage = "stage_alpha" if which == "A_T" else "stage_beta"
+        stage = SEARCHED[which][1]
         given = which == "A_T" and given_schedule(self.cfg) is not None
         return not given and self._needs_schedule(which) and not (self.out / stage / "schedule.json").is_file()
 
@@ -255,13 +255,19 @@ class Pipeline:
                                      (cfg.teacher if r.role == "teacher" else cfg.student).train.epochs)
                      for seed in cfg.pipeline.seeds for r in rows]
         searches = [PlannedSearch(role, self.out / stage / "search", cfg.search.population * cfg.search_epochs(role))
-                    for which, role, stage in (("A_T", "teacher", "stage_alpha"), ("A_S", "student", "stage_beta"))
+                    for which, (role, stage) in SEARCHED.items()
                     if self._will_search(which) or (self.out / stage / "search" / SUMMARY).is_file()]
         return RunEta(trainings, searches)
 
     def _teacher_path(self, seed: int) -> str:
         teacher_row = next(r for r in PAPER_ROWS if r.key == "teacher_alpha")
         return str(seed_folder(self.out / teacher_row.folder, seed) / "last.pt")
+
+    def _teacher_label(self, seed: int) -> str:
+        """The training that writes ``_teacher_path(seed)``."""
+        from .parallel import job_label
+
+        return job_label("teacher_alpha", seed)
 
     def _teacher(self, seed: int) -> TeacherHandle:
         if seed not in self.teachers:
@@ -271,8 +277,6 @@ class Pipeline:
     def _jobs(self, rows: list[Row]) -> list[Job]:
         """The rows' trainings, seed by seed in row order (the order a sequential run trains them); a student on
         the teacher waits for the stage-α teacher of its seed."""
-        from .parallel import job_label
-
         jobs = []
         for seed in self.cfg.pipeline.seeds:
             for row in rows:
@@ -281,7 +285,7 @@ class Pipeline:
                 jobs.append(Job(row.key, row.role, seed, seed_folder(self.out / row.folder, seed), net.train.epochs,
                                 schedule.stretch(net.train.epochs) if schedule is not None else None,
                                 self._teacher_path(seed) if row.needs_teacher else None, row.kd, row.agents, row.label,
-                                after=job_label("teacher_alpha", seed) if row.needs_teacher else None))
+                                after=self._teacher_label(seed) if row.needs_teacher else None))
         return jobs
 
     def _train(self, job: Job, cpus: float | None) -> None:
