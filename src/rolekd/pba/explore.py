@@ -7,14 +7,12 @@ resampled uniformly with probability ``resample_p``, else moved by ``±{0,1,2,3}
 from __future__ import annotations
 
 import random
-import time
-from typing import Any, Sequence
+from typing import Sequence
 
 from ..augment.ops import MAX_LEVEL
 from ..augment.policy import MAX_PROB
 
 MAX_SHIFT = 3  # PBA: amt ~ U{0, 1, 2, 3}
-EXPLORED_AT = "explored_at"  # config key stamped with the exploit's decision time
 
 
 def value_max(index: int) -> int:
@@ -33,20 +31,3 @@ def explore(values: Sequence[int], rng: random.Random, resample_p: float = 0.2) 
         amt = rng.randint(0, MAX_SHIFT)
         out.append(max(0, v - amt) if rng.random() < 0.5 else min(hi, v + amt))
     return out
-
-
-class PolicyExplorer:
-    """Ray PBT's ``custom_explore_fn``: explores ``config["policy"]`` and stamps the decision time.
-
-    The stamp travels with the new config into the cloned trial, which reports it with the exploit;
-    ordering exploits by decision time (not by when the clone first reports) keeps the lineage
-    causal. A plain picklable object, so a restored search keeps exploring from the same stream.
-    """
-
-    def __init__(self, resample_p: float, seed: int | None = None) -> None:
-        self.resample_p = resample_p
-        self.rng = random.Random(seed)
-
-    def __call__(self, config: dict[str, Any]) -> dict[str, Any]:
-        policy = explore(config["policy"], self.rng, self.resample_p)
-        return {**config, "policy": policy, EXPLORED_AT: time.time()}

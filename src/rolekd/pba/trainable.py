@@ -1,28 +1,24 @@
-"""One PBA trial as a Ray Tune ``Trainable``: one Ray iteration is one epoch of the project's loop.
+"""One PBA trial's work for one generation, as a Ray actor runs it: load the trial's state, train to the next
+perturbation point with its policy, evaluate there, hand the state back.
 
-The trial does not know which role it trains: a *trainer factory* (a plain module-level function of
-the pipeline layer, handed in through ``tune.with_parameters``) builds the :class:`Trainer` and the
-policy augmenter it drives. The hyper-parameter is ``config["policy"]`` (PBA's 60 ints, or the
-named entry list); the checkpoint holds what an exploit copies: Trainer state (model, optimiser,
-lr schedule, epoch) and the per-epoch policies that produced it.
+The trial does not know which role it trains: a *trainer factory* (a plain module-level function of the pipeline
+layer) builds the :class:`Trainer` and the policy augmenter it drives. A worker is not tied to one trial: the
+state it is handed (weights, optimiser, lr schedule, objective, epoch) plus the trial's seed is everything that
+trial's next epochs depend on, so a trial's result is the same on whichever worker, node or retry it runs.
 """
 
 from __future__ import annotations
 
-import json
+import io
+import os
 import time
-import zlib
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, Sequence
 
-from ray import tune
+import torch
 
 from ..augment.policy import Policy
-from ..training import Trainer, load_checkpoint, save_checkpoint
-from .explore import EXPLORED_AT
-
-CHECKPOINT_FILE = "trial.pt"
+from ..training import Trainer
 
 
 class PolicySetter(Protocol):
@@ -33,7 +29,7 @@ class PolicySetter(Protocol):
 class TrialParts:
     """What a trainer factory returns: the loop, the augmenter whose policy the search sets, and
     ``prepare``: one-off work before a fresh trial's first epoch (e.g. MHGD's initialisation),
-    skipped when the trial starts from a checkpoint, which already holds its result."""
+    skipped when the trial starts from a state, which already holds its result."""
 
     trainer: Trainer
     augmenter: PolicySetter
@@ -46,82 +42,85 @@ TrainerFactory = Callable[[dict[str, Any], int], TrialParts]
 
 
 def policy_ints(value: Sequence[Any]) -> list[int]:
-    """A config policy (60 ints or 30 named entries) as PBA's 60 ints, validated."""
+    """A policy (60 ints or 30 named entries) as PBA's 60 ints, validated."""
     if value and isinstance(value[0], dict):
         return Policy.from_dicts(value).to_pba_list()
     return Policy.from_pba_list(list(value)).to_pba_list()
 
 
-def trial_seed(trial_id: str) -> int:
-    """The trial's index (Ray ids end in ``_00003``), so seeds repeat from one search to the next."""
-    tail = trial_id.rsplit("_", 1)[-1]
-    return int(tail) if tail.isdigit() else zlib.crc32(trial_id.encode())
+@dataclass(frozen=True)
+class Task:
+    """Train trial ``name`` from ``state`` (None: a fresh trial) to epoch ``stop`` with ``policy``."""
+
+    name: str
+    seed: int
+    policy: list[int]
+    state: bytes | None
+    stop: int
+    evaluate: bool = True
 
 
 @dataclass
-class Clone:
-    """An exploit seen from the target's side, reported with the next result."""
-
-    source: str
-    source_epoch: int
-    old_policy: list[int]
-    new_policy: list[int]
-    time: float  # when the scheduler decided the exploit (the explorer's stamp)
-
-    def to_json(self) -> str:
-        return json.dumps(self.__dict__, separators=(",", ":"))
+class Outcome:
+    name: str
+    state: bytes
+    rows: list[dict[str, Any]] = field(default_factory=list)  # one per epoch trained; the last has val_* when evaluated
+    busy_s: float = 0.0
 
 
-class PolicyTrial(tune.Trainable):
-    """Trains with ``config["policy"]``; reports ``val_acc`` (PBT's metric) and the train terms."""
+def global_seed(seed: int, epoch: int) -> int:
+    """The process-global torch seed for one epoch of one trial (dropout and any op drawing without a generator)."""
+    return (seed * 1_000_003 + epoch * 7_919 + 29) % 2**63
 
-    def setup(self, config: dict[str, Any], factory: TrainerFactory, factory_args: dict[str, Any]) -> None:
-        self._factory, self._factory_args = factory, factory_args
-        self._start(config)
 
-    def reset_config(self, new_config: dict[str, Any]) -> bool:
-        """A reused actor starts over as another trial; a checkpoint restore, if any, follows."""
-        self._start(new_config)
-        return True
+def state_bytes(trainer: Trainer) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(trainer.state_dict(), buffer)
+    return buffer.getvalue()
 
-    def _start(self, config: dict[str, Any]) -> None:
-        if hasattr(self, "parts"):
-            del self.parts  # free the previous trial's model before building the next
-        self.parts = self._factory(self._factory_args, trial_seed(self.trial_id))
-        self.policy = policy_ints(config["policy"])
-        self.parts.augmenter.set_policy(Policy.from_pba_list(self.policy))
-        self.policies: list[list[int]] = []  # the policy of each completed epoch
-        self.decided_at = float(config.get(EXPLORED_AT) or time.time())
-        self.clone: Clone | None = None
-        self.fresh = True  # no checkpoint loaded: ``prepare`` is still due
 
-    @property
-    def trainer(self) -> Trainer:
-        return self.parts.trainer
+def load_state_bytes(data: bytes, device: torch.device) -> dict[str, Any]:
+    return torch.load(io.BytesIO(data), map_location=device, weights_only=True)
 
-    def step(self) -> dict[str, Any]:
-        if self.fresh and self.parts.prepare is not None:
-            self.parts.prepare()
-        self.fresh = False
-        train = self.trainer.train_epoch()
-        self.policies.append(self.policy)
-        val = self.trainer.evaluate(batch_size=self.parts.eval_batch_size)
-        clone, self.clone = self.clone, None
-        return {
-            **train,
-            **{f"val_{k}": v for k, v in val.items()},
-            "epoch": self.trainer.epoch,
-            "exploit": clone.to_json() if clone else "",
-        }
 
-    def save_checkpoint(self, checkpoint_dir: str) -> None:
-        state = {**self.trainer.state_dict(), "trial_id": self.trial_id, "policy": self.policy, "policies": self.policies}
-        save_checkpoint(Path(checkpoint_dir) / CHECKPOINT_FILE, state)
+def make_deterministic(device: torch.device) -> None:
+    """On CUDA, ask torch for its deterministic kernels (warning, not failing, where an op has none); the CPU's
+    kernels are deterministic for a fixed thread count already."""
+    if device.type != "cuda":
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    torch.use_deterministic_algorithms(True, warn_only=True)
 
-    def load_checkpoint(self, checkpoint_dir: str) -> None:
-        state = load_checkpoint(Path(checkpoint_dir) / CHECKPOINT_FILE, map_location=self.trainer.device)
-        self.trainer.load_state_dict(state)
-        self.fresh = False
-        self.policies = [list(p) for p in state["policies"][: self.trainer.epoch]]
-        if state["trial_id"] != self.trial_id:
-            self.clone = Clone(state["trial_id"], self.trainer.epoch, list(state["policy"]), self.policy, self.decided_at)
+
+class TrialWorker:
+    """Runs :class:`Task` s; one per slot of the search (a Ray actor), reused across trials and generations."""
+
+    def __init__(self, factory: TrainerFactory, factory_args: dict[str, Any], threads: int) -> None:
+        torch.set_num_threads(max(1, threads))
+        self.factory, self.args = factory, factory_args
+        self.parts: TrialParts | None = None
+
+    def run(self, task: Task) -> Outcome:
+        t0 = time.perf_counter()
+        if task.state is None or self.parts is None:
+            self.parts = None  # free the previous trial's model before building the next
+            self.parts = self.factory(self.args, task.seed)  # a fresh trial's weights come from its seed
+            make_deterministic(self.parts.trainer.device)
+        parts, trainer = self.parts, self.parts.trainer
+        if task.state is None:
+            if parts.prepare is not None:
+                parts.prepare()
+        else:
+            trainer.load_state_dict(load_state_bytes(task.state, trainer.device))
+        trainer.seed = task.seed  # the data order and augmentation stream: (trial seed, epoch)
+        parts.augmenter.set_policy(Policy.from_pba_list(task.policy))
+        rows = []
+        while trainer.epoch < task.stop:
+            torch.manual_seed(global_seed(task.seed, trainer.epoch))
+            rows.append(trainer.train_epoch())
+            rows[-1]["epoch"] = trainer.epoch
+        if task.evaluate and rows:
+            rows[-1].update({f"val_{k}": v for k, v in trainer.evaluate(batch_size=parts.eval_batch_size).items()})
+        return Outcome(task.name, state_bytes(trainer), rows, time.perf_counter() - t0)

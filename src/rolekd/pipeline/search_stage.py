@@ -19,7 +19,7 @@ from ..augment.policy import Policy
 from ..config import ExperimentConfig, TrainingConfig
 from ..plugins import load_plugins, plugin_state
 from ..pba import SearchResult, TrialParts, run_search
-from ..pba.run import EXPERIMENT, TUNER_STATE
+from ..pba.generations import STATE
 from .folders import claim_folder, claim_teacher
 from ..quant import load_network
 from .setup import Prepared, prepare, resolve_device, share, unshare
@@ -51,9 +51,9 @@ def search_command(
         raise ValueError("--teacher is only for --role student; a teacher search trains the teacher itself")
     out = Path(out_dir) if out_dir is not None else Path("runs") / cfg.name / f"search_{role}"
     if claim:
-        claim_folder(cfg, out, resume, f"{EXPERIMENT}/{TUNER_STATE}")
+        claim_folder(cfg, out, resume, STATE)
         if teacher_path is not None:
-            claim_teacher(out, teacher_path, f"{EXPERIMENT}/{TUNER_STATE}")
+            claim_teacher(out, teacher_path, STATE)
     address = address or cfg.search.address
     use_gpu = _trials_use_gpu(cfg, address is not None)
     prep = prep or prepare(cfg, data_dir, device=torch.device("cpu"))
@@ -67,6 +67,7 @@ def search_command(
     return run_search(
         make_trial_trainer, args, cfg.search, out, epochs=args["epochs"], address=address,
         use_gpu=use_gpu, resume=resume, progress=progress, label=f"search {role}", seed=cfg.seed,
+        val_images=len(args["data"]["val"][1]),
     )
 
 
@@ -111,7 +112,7 @@ def make_trial_trainer(args: dict[str, Any], trial_seed: int, device: torch.devi
     device = device or resolve_device(cfg.device)
     prep = unshare(args["data"], device)
     teacher = _trial_teacher(args["teacher"], device)
-    seed = cfg.seed + trial_seed
+    seed = trial_seed  # the search derives it from its own seed and the trial's index
     data = prep.full  # the reduced split: train / validation
     # no agents: the A_S search trains the student exactly as the stage-β row does (its agent rows are extra)
     parts = build_role_trainer(cfg, role, data, prep.normalizer, device, schedule=Policy.zeros(), teacher=teacher,
