@@ -62,17 +62,15 @@ def tiny_config(interval: int = 2, quantile: float = 0.25, **distill):
 
 
 def trial_rows(out: Path) -> dict[str, list[dict]]:
-    """Ray's own per-trial records (result.json lines), by trial id."""
+    """Each trial's progress.jsonl lines (one per epoch), by trial name."""
     rows = {}
-    for path in (out / "ray").glob("*/result.json"):
+    for path in (out / "trials").glob("*/progress.jsonl"):
         rows[path.parent.name] = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     return rows
 
 
 @pytest.mark.slow
 def test_teacher_search_exploits_and_writes_a_valid_schedule(tmp_path, data_dir, ray_cleanup):
-    # Asynchronous PBT exploits at random: with interval 2 and quantile 0.25, 1 search in 8 had
-    # none (measured); interval 1 and the bottom half cloning the top half make one near-certain.
     out = tmp_path / "search"
     result = search_command(tiny_config(interval=1, quantile=0.5), "teacher", out_dir=out, data_dir=str(data_dir),
                             progress=False)
@@ -82,18 +80,20 @@ def test_teacher_search_exploits_and_writes_a_valid_schedule(tmp_path, data_dir,
     assert len(schedule.policies) == EPOCHS and schedule == result.schedule
     history = read_history(out / "history.jsonl")
     assert len(history) >= 1
-    for e in history:  # a clone continues from an earlier checkpoint of another trial, explored
-        assert e.source != e.target and 1 <= e.source_epoch < EPOCHS and 1 <= e.epoch < EPOCHS
+    for e in history:  # a clone continues from another trial's state at the same epoch, explored
+        assert e.source != e.target and 1 <= e.source_epoch == e.epoch < EPOCHS
         assert e.new_policy != e.old_policy
+    assert len(history) == 2 * (EPOCHS - 1)  # the bottom half of 4, at every generation but the last
     # The schedule kept in the trial's checkpoints equals the lineage rebuilt from the history.
     assert reconstruct(history, result.best_trial, EPOCHS, Policy.zeros()) == schedule
     summary = json.loads((out / "search_summary.json").read_text())
     assert summary["lineage_matches_history"] and summary["exploits"] == len(history)
     assert summary["best_val_acc"] == max(summary["final_val_acc"].values()) == result.best_acc
-    assert len(summary["final_val_acc"]) == 4
+    assert len(summary["final_val_acc"]) == 4 and summary["failed_trials"] == []
     rows = trial_rows(out)
-    assert len(rows) == 4 and all(r[-1]["epoch"] == EPOCHS for r in rows.values())
+    assert len(rows) == 4 and all([row["epoch"] for row in r] == list(range(1, EPOCHS + 1)) for r in rows.values())
     assert all("val_acc" in row and "train_ce" in row for r in rows.values() for row in r)
+    assert all(list((out / "trials" / name).glob("events.out.tfevents.*")) for name in rows)  # TensorBoard
 
 
 @pytest.mark.slow
@@ -123,3 +123,64 @@ def test_bad_teacher_is_a_one_line_error_before_ray_starts(tmp_path, data_dir, r
         search_command(cfg, "student", teacher_path=tmp_path / "t7.pt", out_dir=tmp_path / "a", data_dir=str(data_dir))
     assert "\n" not in str(err.value)
     assert not ray.is_initialized() and not (tmp_path / "a").exists()
+
+
+# ---- the generational search's guarantees, with the product's trial on the embedded digits ----------------------
+
+import search_factories  # noqa: E402
+from search_factories import crashing_trial, slow_trial, tiny_args  # noqa: E402
+
+from rolekd.pba import run_search  # noqa: E402
+from rolekd.pba.population import trial_seed  # noqa: E402
+
+ray.cloudpickle.register_pickle_by_value(search_factories)  # Ray's workers need not import the tests folder
+
+
+def _search(out: Path, factory=None, seed: int = 0, epochs: int = 4, extra: dict | None = None, **search):
+    args, search_cfg = tiny_args(epochs=epochs, **search)
+    args.update(extra or {})
+    from rolekd.pipeline.search_stage import make_trial_trainer
+
+    return run_search(factory or make_trial_trainer, args, search_cfg, out, epochs=epochs, seed=seed, progress=False)
+
+
+def _without_times(path: Path) -> list[dict]:
+    return [{k: v for k, v in json.loads(line).items() if k != "time"} for line in path.read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_the_same_seed_gives_the_same_search_and_another_seed_another(tmp_path, ray_cleanup):
+    runs = {name: _search(tmp_path / name, seed=seed) for name, seed in (("a", 0), ("b", 0), ("c", 1))}
+    a, b, c = (tmp_path / n for n in "abc")
+    assert (a / "schedule.json").read_bytes() == (b / "schedule.json").read_bytes()
+    assert _without_times(a / "history.jsonl") == _without_times(b / "history.jsonl") != []
+    finals = {n: json.loads((tmp_path / n / "search_summary.json").read_text())["final_val_acc"] for n in "abc"}
+    assert finals["a"] == finals["b"]
+    assert runs["a"].schedule == runs["b"].schedule
+    assert runs["c"].schedule != runs["a"].schedule and finals["c"] != finals["a"]
+
+
+@pytest.mark.slow
+def test_a_slow_trial_holds_its_generation_back_and_is_never_compared_with_trials_ahead(tmp_path, ray_cleanup):
+    out = tmp_path / "search"
+    _search(out, slow_trial, extra={"slow_seed": trial_seed(0, 1), "sleep_s": 1.5})
+    history = read_history(out / "history.jsonl")
+    assert history and all(e.source_epoch == e.epoch for e in history)
+    summary = json.loads((out / "search_summary.json").read_text())
+    assert summary["failed_trials"] == [] and len(summary["final_val_acc"]) == 4
+    assert summary["barrier_wait_fraction"] > 0.1  # the others waited for the slow one at every barrier
+
+
+@pytest.mark.slow
+def test_a_trial_that_always_crashes_leaves_the_population_and_the_search_goes_on(tmp_path, ray_cleanup, capsys):
+    out = tmp_path / "search"
+    args, search_cfg = tiny_args(epochs=3)
+    args["bad_seed"] = trial_seed(0, 2)
+    result = run_search(crashing_trial, args, search_cfg, out, epochs=3, seed=0, progress=True)
+    summary = json.loads((out / "search_summary.json").read_text())
+    assert summary["failed_trials"] == ["trial_02"] and "always crashes" in summary["failures"]["trial_02"]
+    assert sorted(summary["final_val_acc"]) == ["trial_00", "trial_01", "trial_03"]
+    assert result.best_trial != "trial_02" and len(result.schedule.policies) == 3
+    err = capsys.readouterr().err
+    assert "trial_02 failed 3 times and leaves the population" in err
+    assert (out / "trials" / "trial_02" / "error.txt").read_text().count("--- failure") == 3

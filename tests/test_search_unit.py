@@ -1,4 +1,5 @@
-"""The search's pure parts, without Ray: PBA's explore and lineage reconstruction."""
+"""The search's pure parts, without Ray: PBA's explore and lineage reconstruction (the population, its state
+and the trial worker are in test_search_population.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,7 @@ import pytest
 
 from rolekd.augment.policy import Policy
 from rolekd.pba import ExploitEvent, LineageError, append_event, explore, read_history, reconstruct
-from rolekd.pba.explore import PolicyExplorer
-from rolekd.pba.trainable import policy_ints, trial_seed
+from rolekd.pba.trainable import policy_ints
 
 N = 4000  # draws of 60 ints each: frequencies below are good to about +-0.01
 
@@ -56,19 +56,9 @@ def test_explore_resamples_uniformly_with_the_given_probability():
     assert sum(far_mag) / N == pytest.approx(0.2 * 6 / 10, abs=0.015)
 
 
-def test_explorer_changes_only_the_policy_and_stamps_the_decision():
-    config = {"policy": [0] * 60, "other": 1}
-    out = PolicyExplorer(0.2, seed=3)(config)
-    assert out["other"] == 1 and len(out["policy"]) == 60 and out["explored_at"] > 0
-    assert config["policy"] == [0] * 60  # the source's config is left alone
-    Policy.from_pba_list(out["policy"])  # a valid policy
-
-
-def test_policy_config_forms_and_trial_seeds():
+def test_policy_config_forms():
     p = Policy.single("Rotate", 7, 3)
     assert policy_ints(p.to_dicts()) == policy_ints(p.to_pba_list()) == p.to_pba_list()
-    assert trial_seed("a1b2c_00003") == 3
-    assert trial_seed("custom") == trial_seed("custom")
 
 
 # ---- lineage -----------------------------------------------------------------------------------
@@ -114,91 +104,3 @@ def test_history_round_trips_and_skips_a_torn_last_line(tmp_path):
     path.write_text('{"time": 1}\n' + path.read_text())
     with pytest.raises(LineageError, match="line 1"):
         read_history(path)
-
-
-@pytest.mark.parametrize("population, cpus_per_trial, max_concurrent, fits", [
-    (4, 0.5, None, True),    # 2 CPUs / 0.5 = 4 slots
-    (8, 0.5, None, False),
-    (4, 0.5, 2, False),      # max_concurrent caps the embedded Ray's CPUs
-    (2, 1.0, None, True),
-])
-def test_population_fits_at_once_on_an_embedded_ray(monkeypatch, population, cpus_per_trial, max_concurrent, fits):
-    from rolekd.config import SearchConfig
-    from rolekd.pba import run
-
-    monkeypatch.setattr(run.os, "cpu_count", lambda: 2)
-    cfg = SearchConfig(population=population, cpus_per_trial=cpus_per_trial, max_concurrent=max_concurrent)
-    assert run._fits_at_once(cfg, None, use_gpu=False) is fits
-    assert run._fits_at_once(cfg, "ray://head:10001", use_gpu=False) is False
-    assert (run._population_warning(cfg, None, use_gpu=False) is None) is fits
-
-
-@pytest.mark.parametrize("cpus, gpus, use_gpu, fits", [(8, 0, False, True), (2, 0, False, False), (8, 1, True, True),
-                                                      (8, 0.5, True, False)])
-def test_in_a_ray_this_process_runs_the_population_fits_at_once_if_its_total_holds_it(monkeypatch, cpus, gpus,
-                                                                                       use_gpu, fits):
-    from rolekd.config import SearchConfig
-    from rolekd.pba import run
-
-    monkeypatch.setattr(run.ray, "is_initialized", lambda: True)
-    monkeypatch.setattr(run.ray, "cluster_resources", lambda: {"CPU": cpus, "GPU": gpus})
-    cfg = SearchConfig(population=4, cpus_per_trial=1.0, gpus_per_trial=0.25)  # e.g. rolekd run's local Ray
-    assert run._fits_at_once(cfg, None, use_gpu=use_gpu) is fits
-
-
-@pytest.mark.parametrize("time_share, expected", [(True, "PAUSE"), (False, "CONTINUE")])
-def test_pbt_pauses_to_time_share_only_when_the_population_does_not_fit(monkeypatch, time_share, expected):
-    from ray.tune.schedulers import PopulationBasedTraining, TrialScheduler
-
-    from rolekd.pba.run import _PopulationBasedTraining
-
-    monkeypatch.setattr(PopulationBasedTraining, "on_trial_result", lambda self, *a: TrialScheduler.PAUSE)
-    pbt = _PopulationBasedTraining(metric="val_acc", mode="max", custom_explore_fn=dict, time_share=time_share)
-    assert pbt.on_trial_result(None, None, {}) == getattr(TrialScheduler, expected)
-    monkeypatch.setattr(PopulationBasedTraining, "on_trial_result", lambda self, *a: TrialScheduler.NOOP)
-    assert pbt.on_trial_result(None, None, {}) == TrialScheduler.NOOP  # an exploited trial stays paused
-
-
-def test_pbt_never_clones_the_same_checkpoint_into_a_trial_twice(monkeypatch):
-    from types import SimpleNamespace
-
-    from ray.tune.schedulers import PopulationBasedTraining
-
-    from rolekd.pba.run import _PopulationBasedTraining
-
-    class Trial:  # hashable, like Ray's
-        def __init__(self, trial_id):
-            self.trial_id = trial_id
-
-    calls = []
-    monkeypatch.setattr(PopulationBasedTraining, "_checkpoint_or_exploit",
-                        lambda self, trial, ctl, upper, lower: calls.append((list(upper), trial in lower)))
-    pbt = _PopulationBasedTraining(metric="val_acc", mode="max", custom_explore_fn=dict)
-    target, slow, fast = (Trial(f"t{i}") for i in range(3))
-    pbt._trial_state = {t: SimpleNamespace(last_perturbation_time=5) for t in (target, slow, fast)}
-
-    pbt._checkpoint_or_exploit(target, None, [slow], [target])
-    assert calls[-1] == ([slow], True)  # first time: Ray exploits slow's checkpoint at time 5
-    pbt._checkpoint_or_exploit(target, None, [slow], [target])
-    assert calls[-1][1] is False  # slow has not saved since: the target continues instead of rewinding again
-    pbt._trial_state[slow].last_perturbation_time = 6
-    pbt._checkpoint_or_exploit(target, None, [slow], [target])
-    assert calls[-1] == ([slow], True)  # a newer checkpoint may be cloned
-    pbt._trial_state[fast].last_perturbation_time = 8
-    pbt._checkpoint_or_exploit(target, None, [slow, fast], [target])
-    assert calls[-1] == ([fast], True)  # the only checkpoint not cloned yet
-    pbt._checkpoint_or_exploit(slow, None, [fast], [target])
-    assert calls[-1] == ([fast], False)  # trials outside the bottom quantile are Ray's business
-
-
-def test_progress_line_tells_finished_from_interrupted_trials(tmp_path):
-    from types import SimpleNamespace
-
-    from rolekd.pba.callbacks import HistoryRecorder, SearchProgress
-
-    progress = SearchProgress("search teacher", 3, 4, HistoryRecorder(tmp_path / "h.jsonl"))
-    trials = [SimpleNamespace(trial_id=f"t{i}", status=s) for i, s in enumerate(["TERMINATED", "TERMINATED", "RUNNING"])]
-    for trial, epoch in zip(trials, (4, 2, 3)):
-        progress.on_trial_result(0, trials, trial, {"epoch": epoch, "val_acc": 0.5})
-    line = progress.line(trials)
-    assert "1 running 1 done 1 stopped" in line and "epoch 2-4/4" in line

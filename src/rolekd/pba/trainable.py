@@ -101,12 +101,14 @@ class TrialWorker:
         torch.set_num_threads(max(1, threads))
         self.factory, self.args = factory, factory_args
         self.parts: TrialParts | None = None
+        self.built_for: int | None = None  # the trial seed ``parts`` were built with
 
     def run(self, task: Task) -> Outcome:
         t0 = time.perf_counter()
-        if task.state is None or self.parts is None:
+        if task.state is None or self.built_for != task.seed:  # a factory may build each trial differently
             self.parts = None  # free the previous trial's model before building the next
             self.parts = self.factory(self.args, task.seed)  # a fresh trial's weights come from its seed
+            self.built_for = task.seed
             make_deterministic(self.parts.trainer.device)
         parts, trainer = self.parts, self.parts.trainer
         if task.state is None:
@@ -114,7 +116,6 @@ class TrialWorker:
                 parts.prepare()
         else:
             trainer.load_state_dict(load_state_bytes(task.state, trainer.device))
-        trainer.seed = task.seed  # the data order and augmentation stream: (trial seed, epoch)
         parts.augmenter.set_policy(Policy.from_pba_list(task.policy))
         rows = []
         while trainer.epoch < task.stop:
