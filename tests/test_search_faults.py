@@ -36,21 +36,28 @@ def _wait_for(condition, proc: subprocess.Popen, seconds: float = 400) -> None:
 
 
 def _trial_workers() -> list[int]:
-    """PIDs of Ray workers training a trial right now (title ``ray::ResourceTrainable.train``; a paused or
-    exploited trial's actor may be stopping, and killing it would inject no fault)."""
+    """PIDs of Ray workers training a trial right now (title ``ray::TrialWorker.run``; an idle worker waiting at the
+    barrier would be replaced before its next task, and killing it would inject no fault into a trial)."""
     pids = []
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:
-            if cmdline.read_bytes().startswith(b"ray::ResourceTrainable.train"):
+            if cmdline.read_bytes().startswith(b"ray::TrialWorker.run"):
                 pids.append(int(cmdline.parent.name))
         except OSError:
             continue
     return pids
 
 
+def _generation(folder: Path) -> int:
+    """The search's complete generations, as its state file says (0 before the first)."""
+    try:
+        return json.loads((folder / "search_state.json").read_text())["generation"]
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
 def _checkpointed(folder: Path) -> bool:
-    """A trial has saved an epoch's checkpoint (Ray's result.json may be buffered until the trial ends)."""
-    return any(folder.glob("ray/*/checkpoint_*/trial.pt"))
+    return _generation(folder) >= 1
 
 
 def test_a_killed_trial_worker_is_restarted_and_the_schedule_still_extracted(tmp_path):
@@ -58,8 +65,8 @@ def test_a_killed_trial_worker_is_restarted_and_the_schedule_still_extracted(tmp
     longer = [*TINY_SEARCH, "--set", "search.epochs=8"]  # time to inject the fault after the first checkpoint
     proc = _start("search", "demo", "--role", "teacher", *longer, "--out", str(out), log=log)
     try:
-        recovered = lambda: "failed; restarting it from its last checkpoint" in log.read_text()  # noqa: E731
-        for _ in range(3):  # mid-search: a trial has checkpointed an epoch, none finished
+        recovered = lambda: "failed (its worker died" in log.read_text()  # noqa: E731
+        for _ in range(3):  # mid-search: a generation is complete, the search not
             _wait_for(lambda: _checkpointed(out) and _trial_workers(), proc)
             try:
                 os.kill(_trial_workers()[0], signal.SIGKILL)
@@ -74,7 +81,7 @@ def test_a_killed_trial_worker_is_restarted_and_the_schedule_still_extracted(tmp
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    assert "failed; restarting it from its last checkpoint" in log.read_text()
+    assert "failed (its worker died" in log.read_text()
     summary = json.loads((out / "search_summary.json").read_text())
     assert len(summary["final_val_acc"]) == 2 and summary["failed_trials"] == []
     assert len(Schedule.load(out / "schedule.json").policies) == 8
@@ -87,7 +94,7 @@ def test_a_run_killed_in_stage_beta_search_resumes_from_the_trials_checkpoints(t
     proc = _start(*args, log=log)
     beta = out / "stage_beta" / "search"
     try:
-        _wait_for(lambda: any(beta.glob("ray/*/checkpoint_*/trial.pt")), proc, seconds=900)
+        _wait_for(lambda: _generation(beta) >= 1, proc, seconds=900)
         os.killpg(proc.pid, signal.SIGKILL)  # the whole run, Ray included, as a power cut would
         proc.wait(timeout=60)
     finally:
@@ -102,6 +109,42 @@ def test_a_run_killed_in_stage_beta_search_resumes_from_the_trials_checkpoints(t
     assert teacher.stat().st_mtime_ns == teacher_mtime  # stage α was not trained again
     summary = json.loads((beta / "search_summary.json").read_text())
     (resume,) = summary["resumes"]
-    assert resume and max(resume.values()) >= 1  # trials continued from a checkpoint past epoch 0, not from scratch
+    assert resume and min(resume.values()) >= 1  # trials continued from a generation past epoch 0, not from scratch
+    assert len(set(resume.values())) == 1  # all from the same generation
     assert len(summary["final_val_acc"]) == 2
     assert "search was interrupted and resumed" in (out / "report.md").read_text()
+
+
+def _without_times(path: Path) -> list[dict]:
+    return [{k: v for k, v in json.loads(line).items() if k != "time"} for line in path.read_text().splitlines()]
+
+
+def test_a_search_killed_mid_way_resumes_to_the_schedule_of_an_uninterrupted_one(tmp_path):
+    args = ["search", "demo", "--role", "teacher", *TINY_SEARCH, "--set", "search.population=4",
+            "--set", "search.cpus_per_trial=0.5", "--set", "search.epochs=6"]
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    done = subprocess.run([sys.executable, "-m", "rolekd.cli.main", *args, "--out", str(whole)], capture_output=True,
+                          text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    log = tmp_path / "cut.log"
+    proc = _start(*args, "--out", str(cut), log=log)
+    try:
+        _wait_for(lambda: _generation(cut) >= 2, proc)
+        os.killpg(proc.pid, signal.SIGKILL)  # driver, Ray and its workers: mid-generation 3
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert not (cut / "search_summary.json").exists()
+    resumed = subprocess.run([sys.executable, "-m", "rolekd.cli.main", *args, "--out", str(cut), "--resume"],
+                             capture_output=True, text=True, timeout=900)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "continuing at epoch" in resumed.stderr
+    assert (cut / "schedule.json").read_bytes() == (whole / "schedule.json").read_bytes()
+    assert _without_times(cut / "history.jsonl") == _without_times(whole / "history.jsonl")
+    a, b = (json.loads((d / "search_summary.json").read_text()) for d in (whole, cut))
+    assert a["final_val_acc"] == b["final_val_acc"] and a["best_trial"] == b["best_trial"]
+    assert b["resumes"] and min(b["resumes"][0].values()) >= 2
+    epochs = [[json.loads(line)["epoch"] for line in p.read_text().splitlines()]
+              for p in sorted((cut / "trials").glob("*/progress.jsonl"))]
+    assert epochs == [list(range(1, 7))] * 4  # the generation cut short is trained once in the records
