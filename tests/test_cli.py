@@ -222,7 +222,7 @@ def _claimed_folder(out, progress, overrides):
 @pytest.mark.parametrize("command, progress", [
     (["train", "demo"], "last.pt"),
     (["distill", "demo", "--teacher", "{teacher}"], "last.pt"),
-    (["search", "demo", "--role", "teacher"], "ray/tuner.pkl"),
+    (["search", "demo", "--role", "teacher"], "search_state.json"),
 ])
 def test_resume_with_other_settings_names_the_fields_that_differ(tmp_path, command, progress):
     out = tmp_path / "o"
