@@ -9,7 +9,7 @@ from .cifar import DataError, load_cifar
 from .digits import load_digits_dataset
 from .folder import load_folder
 from .registry import DatasetSpec, available_datasets, dataset_spec, register_dataset
-from .splits import SplitError, balanced_split
+from .splits import SplitError, balanced_split, hold_out
 from .tensors import Dataset, ImageSet, Normalizer, batch_indices, channel_stats, steps_per_epoch
 
 DEFAULT_DATA_DIR = "~/.cache/rolekd"
@@ -41,14 +41,15 @@ def load_dataset(name: str, root: str | None = None, image_size: int = 32, downl
     return dataset_spec(name).load(root, image_size, download)
 
 
-def reduced_split(ds: Dataset, n_train: int, n_val: int, seed: int) -> Dataset:
-    """The search's split: ``n_train`` training and ``n_val`` validation images from the training set."""
-    train_idx, val_idx = balanced_split(ds.train.labels, n_train, n_val, seed)
+def reduced_split(ds: Dataset, n_train: int, n_val: int, seed: int, pool: str = "training images") -> Dataset:
+    """The search's split: ``n_train`` training and ``n_val`` validation images from the training set (``pool``
+    says what that set is, for the one-line error when they do not fit)."""
+    train_idx, val_idx = balanced_split(ds.train.labels, n_train, n_val, seed, pool=pool)
     return Dataset(f"{ds.name}-reduced", ds.train.subset(train_idx), ds.train.subset(val_idx), ds.num_classes, ds.classes)
 
 
 __all__ = [
     "DataError", "Dataset", "DatasetSpec", "ImageSet", "Normalizer", "SplitError", "balanced_split", "batch_indices",
-    "available_datasets", "channel_stats", "data_dir", "dataset_spec", "load_cifar", "load_dataset", "load_digits_dataset", "load_folder",
+    "available_datasets", "channel_stats", "data_dir", "dataset_spec", "hold_out", "load_cifar", "load_dataset", "load_digits_dataset", "load_folder",
     "reduced_split", "register_dataset", "steps_per_epoch",
 ]

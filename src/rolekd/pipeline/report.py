@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..config import ExperimentConfig
+from ..config import DataConfig, ExperimentConfig
 from ..training import atomic_write_json, atomic_write_text
 from .folders import seed_folder
 from .stats import spread
@@ -230,6 +230,18 @@ def _dataset_label(cfg: ExperimentConfig) -> str:
     return dataset_spec(cfg.data.dataset).title
 
 
+def split_line(d: DataConfig) -> str:
+    """Which training images the rows and the searches use (``data.search_val``); the report's accuracies are
+    on the test split, which neither touches."""
+    if d.train_subset is not None:
+        rows = f"a class-balanced {d.train_subset} of the training images (data.train_subset)"
+    else:
+        rows = "all training images" + (f" but the {d.reduced_val} held out" if d.search_val == "held_out" else "")
+    ranked = (f"{d.reduced_val} held-out training images no row trains on" if d.search_val == "held_out" else
+              f"{d.reduced_val} others (PBA's protocol: the rows train on these too)")
+    return f"Every row trains on {rows}; the searches train on {d.reduced_train} of them and rank trials on {ranked}."
+
+
 def _distill_line(cfg: ExperimentConfig) -> str:
     from ..kd import resolve_settings
 
@@ -274,8 +286,8 @@ def write_report(out: Path, cfg: ExperimentConfig, rows: list["Row"], times: dic
     md += [
         f"Data: {_dataset_label(cfg)}. Teacher: {cfg.teacher.model}, {cfg.teacher.train.epochs} epochs. "
         f"Student: {cfg.student.model} W/A {cfg.student.w_bits}/{cfg.student.a_bits}, {cfg.student.train.epochs} epochs, "
-        f"KD: {cfg.distill.method}. Search: population {cfg.search.population}, {_search_epochs(cfg)} epochs on "
-        f"{cfg.data.reduced_train} training / {cfg.data.reduced_val} validation images. Seeds: {cfg.pipeline.seeds}.",
+        f"KD: {cfg.distill.method}. Search: population {cfg.search.population}, {_search_epochs(cfg)} epochs. "
+        f"{split_line(cfg.data)} Seeds: {cfg.pipeline.seeds}.",
         "",
         f"KD: {distill}.",
         "",

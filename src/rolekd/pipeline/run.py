@@ -168,6 +168,8 @@ class Pipeline:
         self.state = RunState.load(self.out / "timings.json")
         if self.prep is None:
             self.prep = prepare(cfg, self.data_dir)
+        if any(self._will_search(which) for which in SEARCHED):
+            self.prep.search_indices(cfg)  # a search split that cannot be carved fails now, not after a training
         rows = plan_rows(cfg)
         preflight(cfg, self.prep, [Training(r.label, r.role, r.kd, r.warm_start, r.agents, r.schedule is not None)
                                    for r in rows], say=self.say)
