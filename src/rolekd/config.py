@@ -28,14 +28,13 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-def _registered(kind: str, name: str) -> str:
-    """Names that code registers (datasets, agents) are checked against their registry when a config is read."""
-    if kind == "dataset":
-        from .data import available_datasets as names
-    else:
-        from .agents import available_agents as names
-    if name not in names():
-        raise ValueError(f"unknown {kind} {name!r}; expected one of: {', '.join(names())}")
+def _registered_dataset(name: str) -> str:
+    """A dataset is checked against its registry (on this floor) when a config is read; models, KD methods and
+    agents, registered on higher floors, are checked by ``pipeline.preflight.validate_names`` before data loads."""
+    from .data import available_datasets
+
+    if name not in available_datasets():
+        raise ValueError(f"unknown dataset {name!r}; expected one of: {', '.join(available_datasets())}")
     return name
 
 
@@ -65,7 +64,7 @@ class DataConfig(_Section):
     @field_validator("dataset")
     @classmethod
     def _known_dataset(cls, v: str) -> str:
-        return _registered("dataset", v)
+        return _registered_dataset(v)
 
     @property
     def resolved_schedule_cutout(self) -> int:
@@ -153,11 +152,6 @@ class StudentConfig(NetworkConfig):
     train: TrainConfig = Field(
         default_factory=lambda: TrainConfig(optimizer="adam", lr=1e-3, weight_decay=1e-5)
     )
-
-    @field_validator("agents")
-    @classmethod
-    def _known_agents(cls, v: list[str]) -> list[str]:
-        return [_registered("augmentation agent", name) for name in v]
 
     @field_validator("w_bits", "a_bits", mode="before")
     @classmethod

@@ -153,9 +153,11 @@ def search(config: ConfigLike, role: Role, *, teacher: str | Path | None = None,
            overrides: Sequence[str] = (), imports: Sequence[str] = (), progress: bool = False):
     """``rolekd search``: PBA for one role (stage α: ``teacher``; stage β: ``student`` with KD from ``teacher``).
     Returns the :class:`~rolekd.pba.SearchResult` (schedule, best trial, its accuracy, files)."""
+    from .preflight import validate_names
     from .search_stage import search_command
 
     cfg = resolve_config(config, overrides, imports)
+    validate_names(cfg)  # as train and run do: before the data and the teacher load
     return search_command(cfg, role, teacher, out_folder(cfg, out, f"search_{role}"), address=address,
                           resume=resume, data_dir=data_dir, progress=progress, claim=True)
 

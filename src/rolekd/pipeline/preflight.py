@@ -47,17 +47,23 @@ class Training:
 
 
 def validate_names(cfg: ExperimentConfig) -> None:
-    """Names that resolve only when built (models, the KD method and its per-method settings), before data loads."""
+    """Names that code registers above the config's floor (models, the KD method and its per-method settings,
+    agents) are checked here, before data loads: a typo costs seconds, not a data set's loading."""
+    from ..agents import available_agents
     from ..kd import available_methods, resolve_settings
     from ..models import available_models
 
-    for field_name, name in (("teacher.model", cfg.teacher.model), ("student.model", cfg.student.model)):
-        if name not in available_models():
-            raise ValueError(f"{field_name}: unknown model {name!r}; expected one of: {', '.join(available_models())}")
-    if cfg.distill.method not in available_methods():
-        raise ValueError(f"distill.method: unknown distill method {cfg.distill.method!r}; expected one of: "
-                         f"{', '.join(available_methods())}")
+    _require_registered("teacher.model", "model", cfg.teacher.model, available_models())
+    _require_registered("student.model", "model", cfg.student.model, available_models())
+    _require_registered("distill.method", "distill method", cfg.distill.method, available_methods())
     resolve_settings(cfg.distill)  # per_method names and settings
+    for name in cfg.student.agents:
+        _require_registered("student.agents", "augmentation agent", name, available_agents())
+
+
+def _require_registered(key: str, kind: str, name: str, names: list[str]) -> None:
+    if name not in names:
+        raise ValueError(f"{key}: unknown {kind} {name!r}; expected one of: {', '.join(names)}")
 
 
 def preflight(cfg: ExperimentConfig, prep: Prepared, trainings: Iterable[Training],
