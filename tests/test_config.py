@@ -101,6 +101,14 @@ def test_config_differences_name_each_changed_field_by_dotted_path():
     assert config_differences(saved, load_config("demo")) == []
 
 
+def test_a_roles_network_section_is_one_method_of_the_config():
+    cfg = config_from_dict({"teacher": {"model": "resnet18"}, "student": {"model": "resnet8"}})
+    assert cfg.network("teacher") is cfg.teacher and cfg.network("student") is cfg.student
+    assert cfg.training().network("student").model == "resnet8"  # what a search trial and a row receive
+    with pytest.raises(ValueError, match="^unknown role 'pupil'; expected 'teacher' or 'student'$"):
+        cfg.network("pupil")
+
+
 def test_search_epochs_default_to_the_searched_roles_own_length_as_pba():
     cfg = config_from_dict({"teacher": {"train": {"epochs": 80}}, "student": {"train": {"epochs": 40}}})
     assert (cfg.search_epochs("teacher"), cfg.search_epochs("student")) == (80, 40)

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 PACKAGED_CONFIGS = Path(__file__).parent / "configs"
 
 Scalar = int | float | str | bool
+Role = Literal["teacher", "student"]
 
 
 class ConfigError(ValueError):
@@ -298,6 +299,12 @@ class TrainingConfig(_Section):
     distill: DistillConfig = Field(default_factory=DistillConfig)
     agents: AgentsConfig = Field(default_factory=AgentsConfig)
 
+    def network(self, role: Role) -> NetworkConfig:
+        """The section ``role`` trains with (``teacher`` or ``student``): the one answer to "which network?"."""
+        if role not in ("teacher", "student"):
+            raise ValueError(f"unknown role {role!r}; expected 'teacher' or 'student'")
+        return self.teacher if role == "teacher" else self.student
+
     @model_validator(mode="after")
     def _dataset_root(self) -> "TrainingConfig":
         from .data import dataset_spec
@@ -318,10 +325,9 @@ class ExperimentConfig(TrainingConfig):
         """Only the trainings' sections (the same objects, validated already): what a search trial receives."""
         return TrainingConfig.model_construct(**{k: getattr(self, k) for k in TrainingConfig.model_fields})
 
-    def search_epochs(self, role: str) -> int:
+    def search_epochs(self, role: Role) -> int:
         """A trial's epochs when searching ``role``'s schedule: ``search.epochs``, or the role's own length."""
-        net = self.teacher if role == "teacher" else self.student
-        return self.search.epochs if self.search.epochs is not None else net.train.epochs
+        return self.search.epochs if self.search.epochs is not None else self.network(role).train.epochs
 
 
 def _format_error(exc: ValidationError, source: str) -> str:

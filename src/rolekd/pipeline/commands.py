@@ -107,7 +107,7 @@ def _train_role(cfg: ExperimentConfig, role: Role, out: Path, schedule: str | Pa
     from .folders import claim_folder, claim_teacher
     from .preflight import Training, preflight, validate_names
     from .setup import prepare
-    from .stages import augmentation_cutout, load_teacher, role_config, train_network
+    from .stages import augmentation_cutout, load_teacher, train_network
 
     validate_names(cfg)
     loaded = _load_schedule(schedule)
@@ -116,7 +116,7 @@ def _train_role(cfg: ExperimentConfig, role: Role, out: Path, schedule: str | Pa
     teacher = load_teacher(teacher_path, cfg, prep) if teacher_path is not None else None
     if teacher_path is not None:
         claim_teacher(out, teacher_path, "last.pt")
-    net = role_config(cfg, role)
+    net = cfg.network(role)
     aug = "crop + flip" if loaded is None else f"schedule {schedule} + crop + flip"
     cutout = augmentation_cutout(cfg, loaded is not None)
     aug += f" + cutout {cutout}" if cutout else ""
@@ -130,9 +130,10 @@ def _train_role(cfg: ExperimentConfig, role: Role, out: Path, schedule: str | Pa
     agents = cfg.student.agents if role == "student" else ()
     preflight(cfg, prep, [Training(f"{role} training", role, teacher is not None, False, tuple(agents),
                                    loaded is not None)], teacher, say=say)
-    with (progress or _no_progress)(role, net.train.epochs) as callback:
-        fit = train_network(cfg, prep, role, out, schedule=loaded, teacher=teacher, agents=agents, resume=resume,
-                            callback=callback)
+    epochs = net.train.epochs
+    with (progress or _no_progress)(role, epochs) as callback:
+        fit = train_network(cfg, prep, role, out, schedule=loaded, teacher=teacher, agents=agents, epochs=epochs,
+                            resume=resume, callback=callback)
     return TrainResult(role, out, fit.last.get("val_acc", float("nan")), fit.best_acc, fit.best_epoch, fit.history)
 
 

@@ -101,7 +101,7 @@ def _inferred(cfg: ExperimentConfig, role: Role, model: torch.nn.Module) -> dict
     """A note for a network whose taps rolekd inferred (registered without them, none configured)."""
     from ..models.registry import inferred_taps
 
-    configured = cfg.student.taps if role == "student" else cfg.teacher.taps
+    configured = cfg.network(role).taps
     if configured is not None or hasattr(model, "default_taps"):
         return {}
     taps, how = inferred_taps(model)
@@ -136,9 +136,9 @@ def _untrained_teacher(cfg: ExperimentConfig, prep: Prepared) -> TeacherHandle:
 
 def _explain(cfg: ExperimentConfig, t: Training, teacher: TeacherHandle | None, exc: BaseException) -> str:
     reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    role = cfg.student if t.role == "student" else cfg.teacher
-    meta = {"model": role.model, "model_args": dict(role.model_args), "num_classes": 0,
-            "w_bits": getattr(role, "w_bits", 32), "a_bits": getattr(role, "a_bits", 32)}
+    net = cfg.network(t.role)
+    meta = {"model": net.model, "model_args": dict(net.model_args), "num_classes": 0,
+            "w_bits": getattr(net, "w_bits", 32), "a_bits": getattr(net, "a_bits", 32)}
     nets = f"{t.role} {_network(meta)}"
     if t.needs_teacher and teacher is not None:
         nets = f"teacher {_network(teacher.meta)} -> {nets}"
