@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Mapping, Sequence
 
-from ..config import ExperimentConfig
+from ..config import ExperimentConfig, FieldDoc
 from .stages import Role
 
 ConfigLike = ExperimentConfig | str | Path | Mapping[str, Any] | None
@@ -200,6 +200,44 @@ def run(config: ConfigLike = None, *, out: str | Path | None = None, resume: boo
         f"{cfg.student.model} W/A {cfg.student.w_bits}/{cfg.student.a_bits}, KD {cfg.distill.method} -> {folder}")
     report = run_pipeline(cfg, folder, resume=resume, data_dir=data_dir, progress=progress, say=say, address=address)
     return RunResult(folder, report)
+
+
+# ---- reading a config ------------------------------------------------------------------------------
+
+
+@dataclass
+class ConfigDescription:
+    """A config's every key: dotted name, value, default and description (``rolekd config``)."""
+
+    source: str
+    fields: list[FieldDoc]
+
+    def text(self) -> str:
+        """One line per section and per key, so ``rolekd config demo | grep quantile`` answers a question."""
+        lines = [f"# {self.source}: every key, its value, (its default) and what it means"]
+        for f in self.fields:
+            if f.section:
+                lines.append(f"\n{f.path}: {f.description}")
+            else:
+                lines.append(f"  {f.path} = {_shown(f.value)}  (default {_shown(f.default)})  {f.description}")
+        return "\n".join(lines)
+
+
+def _shown(value: Any) -> str:
+    import json
+
+    return json.dumps(value, ensure_ascii=False)
+
+
+def describe_config(config: ConfigLike = None, *, overrides: Sequence[str] = (),
+                    imports: Sequence[str] = ()) -> ConfigDescription:
+    """``rolekd config``: a config (a packaged name, a YAML path; default: the defaults) with every field's value,
+    default and description, so nobody needs to read config.py to know what a key means."""
+    from ..config import field_docs
+
+    cfg = resolve_config({} if config is None else config, overrides, imports)
+    source = "the defaults" if config is None else str(config)
+    return ConfigDescription(source + (f" with {', '.join(overrides)}" if overrides else ""), field_docs(cfg))
 
 
 # ---- using trained networks ------------------------------------------------------------------------
