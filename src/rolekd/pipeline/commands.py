@@ -21,8 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Mapping, Sequence
 
-from ..config import ExperimentConfig, FieldDoc
-from .stages import Role
+from ..config import ExperimentConfig, FieldDoc, Role
 
 ConfigLike = ExperimentConfig | str | Path | Mapping[str, Any] | None
 ProgressFactory = Callable[[str, int], ContextManager[Callable | None]]

@@ -20,6 +20,7 @@ from ..training import CrossEntropy, FitResult, Objective, Trainer, fit, load_ch
 from .networks import network_meta
 from .setup import Prepared
 
+
 @dataclass
 class TeacherHandle:
     """A fixed, trained teacher: its network (eval mode, no gradients) and where it came from."""
