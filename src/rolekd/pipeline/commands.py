@@ -235,7 +235,7 @@ def describe_config(config: ConfigLike = None, *, overrides: Sequence[str] = (),
     from ..config import field_docs
 
     cfg = resolve_config({} if config is None else config, overrides, imports)
-    source = "the defaults" if config is None else str(config)
+    source = "the defaults" if config is None else str(config) if isinstance(config, (str, Path)) else "the config given"
     return ConfigDescription(source + (f" with {', '.join(overrides)}" if overrides else ""), field_docs(cfg))
 
 
