@@ -45,11 +45,15 @@ def test_an_unknown_attribute_of_the_package_is_an_attribute_error():
         rolekd.trian  # noqa: B018
 
 
-def test_unknown_agents_and_datasets_are_refused_when_the_config_is_read():
-    with pytest.raises(ConfigError, match=r"student.agents.*unknown augmentation agent 'hrad'.*backward, hard"):
-        load_config("demo", ["student.agents=[hrad]"])
+def test_unknown_datasets_are_refused_when_the_config_is_read_and_agents_before_data_loads():
+    from rolekd.pipeline.preflight import validate_names
+
     with pytest.raises(ConfigError, match=r"data.dataset.*unknown dataset 'cifar1O'.*cifar10"):
         load_config("demo", ["data.dataset=cifar1O"])
+    cfg = load_config("demo", ["student.agents=[backward, hrad]"])  # agents register above the config's floor
+    with pytest.raises(ValueError, match=r"^student.agents: unknown augmentation agent 'hrad'; expected one of: "
+                       r"backward, hard"):
+        validate_names(cfg)
 
 
 def test_a_registered_dataset_and_agent_are_named_like_the_built_in_ones(tmp_path):

@@ -16,7 +16,7 @@ def test_help_explains_every_command(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     out = capsys.readouterr().out
-    for cmd in ("run", "search", "train", "distill", "eval", "export", "plot", "augment-preview"):
+    for cmd in ("run", "search", "train", "distill", "eval", "export", "plot", "augment-preview", "config"):
         assert cmd in out
 
 
@@ -322,3 +322,22 @@ def test_distill_resume_from_another_teacher_file_is_refused_naming_both(tmp_pat
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     (line,) = [x for x in r.stderr.splitlines() if x.startswith("rolekd: error:")]
     assert f"distilled from the teacher {first}" in line and f"not from --teacher {second}" in line
+
+
+def test_config_prints_every_key_with_its_value_default_and_meaning(capsys):
+    from rolekd.config import SearchConfig
+
+    meaning = SearchConfig.model_fields["quantile"].description
+    assert main(["config", "demo"]) == 0
+    out = capsys.readouterr().out
+    assert f"  search.quantile = 0.5  (default 0.25)  {meaning}" in out.splitlines()  # the demo's 0.5
+    assert "  student.train.optimizer = \"adam\"  (default \"adam\")" in out and "\nsearch: " in out
+    assert main(["config", "--set", "search.quantile=0.3"]) == 0  # no NAME: the defaults
+    out = capsys.readouterr().out
+    assert out.startswith("# the defaults with search.quantile=0.3") and "search.quantile = 0.3  (default 0.25)" in out
+    assert "name = \"experiment\"" in out
+
+
+def test_config_of_an_unknown_name_is_one_line(capsys):
+    assert main(["config", "dmeo"]) == 2
+    assert capsys.readouterr().err.strip().startswith("rolekd: error: config 'dmeo' not found")

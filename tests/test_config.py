@@ -101,8 +101,43 @@ def test_config_differences_name_each_changed_field_by_dotted_path():
     assert config_differences(saved, load_config("demo")) == []
 
 
+def test_a_roles_network_section_is_one_method_of_the_config():
+    cfg = config_from_dict({"teacher": {"model": "resnet18"}, "student": {"model": "resnet8"}})
+    assert cfg.network("teacher") is cfg.teacher and cfg.network("student") is cfg.student
+    assert cfg.training().network("student").model == "resnet8"  # what a search trial and a row receive
+    with pytest.raises(ValueError, match="^unknown role 'pupil'; expected 'teacher' or 'student'$"):
+        cfg.network("pupil")
+
+
 def test_search_epochs_default_to_the_searched_roles_own_length_as_pba():
     cfg = config_from_dict({"teacher": {"train": {"epochs": 80}}, "student": {"train": {"epochs": 40}}})
     assert (cfg.search_epochs("teacher"), cfg.search_epochs("student")) == (80, 40)
     cfg = config_from_dict({"teacher": {"train": {"epochs": 80}}, "search": {"epochs": 5}})
     assert (cfg.search_epochs("teacher"), cfg.search_epochs("student")) == (5, 5)
+
+
+def _sections(cls: type) -> list[type]:
+    return [cls, *(s for sub in cls.__subclasses__() for s in _sections(sub))]
+
+
+def test_every_field_of_every_config_section_has_a_description():
+    from rolekd.config import ExperimentConfig, _Section, field_docs
+
+    sections = _sections(_Section)
+    assert {"SearchConfig", "TrainConfig", "MethodSettings", "ExperimentConfig"} <= {s.__name__ for s in sections}
+    bare = [f"{s.__name__}.{name}" for s in sections for name, f in s.model_fields.items()
+            if not (f.description or "").strip()]
+    assert bare == [], f"fields without a description (rolekd config shows it): {bare}"
+    docs = field_docs(ExperimentConfig())
+    assert all(d.description for d in docs) and "student.train.optimizer" in {d.path for d in docs}
+
+
+def test_field_docs_give_each_keys_value_and_its_default_in_that_place():
+    from rolekd.config import field_docs
+
+    docs = {d.path: d for d in field_docs(load_config("demo", ["search.quantile=0.3"]))}
+    assert (docs["search.quantile"].value, docs["search.quantile"].default) == (0.3, 0.25)
+    assert docs["student.train.optimizer"].default == "adam"  # the student's train defaults, not TrainConfig's
+    assert docs["teacher.train.optimizer"].default == "sgd"
+    assert docs["search"].section and docs["search"].value is None and docs["search"].description
+    assert docs["pipeline.seeds"].value == [0]

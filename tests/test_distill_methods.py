@@ -248,3 +248,16 @@ def test_iikd_options_are_its_parts_own_under_their_prefix_with_the_parts_defaul
     assert iikd.rkd.distance_weight == RKD().distance_weight and iikd.mhgd.fit_lr == MHGD().fit_lr
     with pytest.raises(ValueError, match="unknown option.*rkd_angel_weight.*accepted: rkd_embedding"):
         IIKD(rkd_angel_weight=1.0)
+
+
+def test_the_keys_a_distill_mapping_takes_are_the_config_sections_fields():
+    """kd/registry.py derives them from config.py's classes: a field added there is accepted here."""
+    from rolekd.config import DistillConfig, MethodSettings
+    from rolekd.kd import resolve_settings
+
+    every_key = DistillConfig(method="soft", per_method={"soft": {"lam": 0.5}}).model_dump()
+    assert set(every_key) == set(DistillConfig.model_fields) and resolve_settings(every_key).lam == 0.5
+    with pytest.raises(ValueError, match="accepted: " + ", ".join(DistillConfig.model_fields) + "$"):
+        resolve_settings({"method": "soft", "lamda": 0.5})
+    with pytest.raises(ValueError, match="accepted: " + ", ".join(MethodSettings.model_fields) + "$"):
+        resolve_settings({"method": "soft", "per_method": {"soft": {"lam_decay": 0.5}}})

@@ -297,3 +297,14 @@ def test_while_a_search_runs_new_trainings_get_only_what_its_trials_leave(tmp_pa
             trainings._finish(teacher)
         assert not trainings._fits(job)  # 1 CPU left beside the search
     assert trainings._fits(job)
+
+
+def test_a_jobs_epochs_are_the_ones_its_trainer_runs_and_complete_expects(tmp_path):
+    from rolekd.pipeline.parallel import Job, train_job
+    from rolekd.pipeline.setup import prepare
+
+    cfg = load_config("demo", [*TINY, "teacher.train.epochs=3"])
+    job = Job("teacher_vanilla", "teacher", 0, tmp_path / "t", 1)  # the run's answer, not the config's 3
+    assert not job.complete
+    train_job(cfg, prepare(cfg), job, None)
+    assert len((job.folder / "metrics.jsonl").read_text().splitlines()) == 1 and job.complete

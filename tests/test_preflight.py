@@ -113,3 +113,24 @@ def test_an_agent_that_needs_a_teacher_is_refused_before_a_training_without_one(
     r, _ = _cli("train", "demo", "--role", "student", "--set", "student.agents=[backward]", "--out", str(out),
                 cwd=tmp_path)
     assert "pre-flight, student training" in _error(r) and not (out / "last.pt").exists()
+
+
+@pytest.mark.parametrize("command, setting, expected", [
+    (["train", "demo", "--role", "student"], "student.agents=[backward,hrad]",
+     "student.agents: unknown augmentation agent 'hrad'; expected one of: backward, hard"),
+    (["run", "demo"], "student.agents=[hrad]", "student.agents: unknown augmentation agent 'hrad'"),
+    (["search", "demo", "--role", "teacher"], "teacher.model=resnet1000", "teacher.model: unknown model 'resnet1000'"),
+    (["search", "demo", "--role", "teacher"], "distill.method=hinton", "distill.method: unknown distill method"),
+])
+def test_an_unknown_name_is_one_line_before_any_data_loads(tmp_path, monkeypatch, capsys, command, setting, expected):
+    from rolekd.cli.main import main
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("data loaded before the names were checked")
+
+    monkeypatch.setattr("rolekd.pipeline.setup.prepare", no_data)
+    monkeypatch.setattr("rolekd.pipeline.search_stage.prepare", no_data)
+    assert main([*command, "--set", setting, "--out", str(tmp_path / "out")]) == 2
+    error = [line for line in capsys.readouterr().err.splitlines() if line.startswith("rolekd: error:")]
+    assert len(error) == 1 and error[0].startswith(f"rolekd: error: {expected}")
+    assert not (tmp_path / "out").exists()  # refused before the folder was claimed

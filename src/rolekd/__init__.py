@@ -15,7 +15,9 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["distill", "evaluate", "export", "load_config", "plot", "preview", "run", "search", "train"]
+__all__ = [
+    "describe_config", "distill", "evaluate", "export", "load_config", "plot", "preview", "run", "search", "train",
+]
 
 
 def __getattr__(name: str) -> Any:

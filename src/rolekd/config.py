@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import copy
 import difflib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Iterator, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
 
 PACKAGED_CONFIGS = Path(__file__).parent / "configs"
 
 Scalar = int | float | str | bool
+Role = Literal["teacher", "student"]
 
 
 class ConfigError(ValueError):
@@ -28,14 +31,13 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-def _registered(kind: str, name: str) -> str:
-    """Names that code registers (datasets, agents) are checked against their registry when a config is read."""
-    if kind == "dataset":
-        from .data import available_datasets as names
-    else:
-        from .agents import available_agents as names
-    if name not in names():
-        raise ValueError(f"unknown {kind} {name!r}; expected one of: {', '.join(names())}")
+def _registered_dataset(name: str) -> str:
+    """A dataset is checked against its registry (on this floor) when a config is read; models, KD methods and
+    agents, registered on higher floors, are checked by ``pipeline.preflight.validate_names`` before data loads."""
+    from .data import available_datasets
+
+    if name not in available_datasets():
+        raise ValueError(f"unknown dataset {name!r}; expected one of: {', '.join(available_datasets())}")
     return name
 
 
@@ -67,7 +69,7 @@ class DataConfig(_Section):
     split_seed: int = Field(0, description="seed of every split of the training set: train_subset, the search's "
                             "training images and its validation images")
     crop_padding: int = Field(4, ge=0, le=64, description="random-crop padding in pixels; 0 disables crop")
-    flip: bool = True
+    flip: bool = Field(True, description="random horizontal flip after the crop, in every training and search trial")
     cutout: int = Field(
         0, ge=0, description="side of the final cutout square in pixels at 32x32 for rows WITHOUT a searched "
         "schedule (the paper's baselines: crop + flip only); 0 disables"
@@ -76,12 +78,14 @@ class DataConfig(_Section):
         None, ge=0, description="cutout after the policy, crop and flip in search trials and rows trained with a "
         "searched schedule, as PBA/role-kd did; default per dataset (CIFAR-10 16, CIFAR-100 8, folder 16, digits 0)"
     )
-    eval_batch_size: int = Field(1000, ge=1)
+    eval_batch_size: int = Field(
+        1000, ge=1, description="images per batch when evaluating on the test or validation split (memory, not results)"
+    )
 
     @field_validator("dataset")
     @classmethod
     def _known_dataset(cls, v: str) -> str:
-        return _registered("dataset", v)
+        return _registered_dataset(v)
 
     @property
     def resolved_schedule_cutout(self) -> int:
@@ -95,17 +99,25 @@ class DataConfig(_Section):
 
 
 class TrainConfig(_Section):
-    epochs: int = Field(200, ge=1)
-    batch_size: int = Field(128, ge=1)
-    optimizer: Literal["sgd", "adam"] = "sgd"
-    lr: float = Field(0.1, gt=0)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    nesterov: bool = True
-    weight_decay: float = Field(5e-4, ge=0)
-    lr_schedule: Literal["step", "cosine", "constant"] = "step"
+    epochs: int = Field(
+        200, ge=1, description="epochs of this role's trainings (and of its search trials unless search.epochs is "
+        "set); the lr schedule spans them"
+    )
+    batch_size: int = Field(128, ge=1, description="training images per optimiser step (search trials too)")
+    optimizer: Literal["sgd", "adam"] = Field(
+        "sgd", description="sgd (with momentum and nesterov) or adam (eps 1e-5; momentum and nesterov unused)"
+    )
+    lr: float = Field(0.1, gt=0, description="base learning rate, multiplied over the epochs by lr_schedule")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum; 0: none")
+    nesterov: bool = Field(True, description="Nesterov momentum for SGD (only with momentum > 0)")
+    weight_decay: float = Field(5e-4, ge=0, description="L2 weight decay of the optimiser (sgd and adam)")
+    lr_schedule: Literal["step", "cosine", "constant"] = Field(
+        "step", description="step: lr x gamma at each milestone; cosine: anneal to 0 over the epochs, step by step; "
+        "constant: lr throughout"
+    )
     milestones: list[float] = Field([0.3, 0.6, 0.9], description="step decay points as fractions of the epochs")
-    gamma: float = Field(0.1, gt=0, le=1)
-    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    gamma: float = Field(0.1, gt=0, le=1, description="lr factor at each milestone (lr_schedule: step)")
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="label smoothing of the cross-entropy (task) term")
     grad_clip: float | None = Field(None, gt=0, description="clip the global gradient norm (PBA used 5.0)")
     amp: bool | None = Field(None, description="bf16 autocast; default: on with CUDA (never on the CPU)")
     channels_last: bool | None = Field(None, description="channels_last memory format; default: on with CUDA")
@@ -149,31 +161,41 @@ def _whole_bits(v: Any) -> Any:
     return v
 
 
+MODEL = ("a registered model: resnet8, resnet20, resnet32, resnet56, resnet18, alexnet, cnn, mlp, or your own "
+         "(@register_model in an --import module)")
+MODEL_ARGS = ("keyword arguments of the model's builder, e.g. {width: 8}; in_channels and image_size come from the "
+              "data when the builder takes them")
+
+
 class NetworkConfig(_Section):
-    model: str = "resnet18"
-    model_args: dict[str, Scalar] = Field(default_factory=dict)
+    model: str = Field("resnet18", description=MODEL)
+    model_args: dict[str, Scalar] = Field(default_factory=dict, description=MODEL_ARGS)
     checkpoint: str | None = Field(None, description="initial weights (a rolekd checkpoint or a bare state_dict)")
-    train: TrainConfig = Field(default_factory=TrainConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig, description="this network's training recipe")
     taps: list[str] | None = Field(None, description="module paths of feature taps; default per architecture")
 
 
 class StudentConfig(NetworkConfig):
-    model: str = "resnet18"
-    w_bits: int = 32
-    a_bits: int = 32
-    init_from: Literal["teacher", "scratch"] = "teacher"
+    model: str = Field("resnet18", description=MODEL)
+    w_bits: int = Field(
+        32, description="DoReFa weight bits (1-8), or 32: full precision; the first and last layers stay full precision"
+    )
+    a_bits: int = Field(
+        32, description="DoReFa activation bits (1-8), or 32: full precision; the input and the classifier's input "
+        "stay full precision"
+    )
+    init_from: Literal["teacher", "scratch"] = Field(
+        "teacher", description="teacher: a student trained with a teacher (KD or warm-start rows) starts from its "
+        "weights when the architectures match (paper 5.1); scratch: always from random weights"
+    )
     agents: list[str] = Field(
         default_factory=list, description="augmentation agents after the schedule: backward, hard or your own "
         "(settings in the agents section)"
     )
     train: TrainConfig = Field(
-        default_factory=lambda: TrainConfig(optimizer="adam", lr=1e-3, weight_decay=1e-5)
+        default_factory=lambda: TrainConfig(optimizer="adam", lr=1e-3, weight_decay=1e-5),
+        description="the student's training recipe (default: adam, lr 1e-3, weight_decay 1e-5)",
     )
-
-    @field_validator("agents")
-    @classmethod
-    def _known_agents(cls, v: list[str]) -> list[str]:
-        return [_registered("augmentation agent", name) for name in v]
 
     @field_validator("w_bits", "a_bits", mode="before")
     @classmethod
@@ -189,10 +211,16 @@ class StudentConfig(NetworkConfig):
 class MethodSettings(_Section):
     """Settings that apply only when ``distill.method`` is this method (they win over the section's)."""
 
-    lam: float | None = Field(None, ge=0)
-    clip_grad: bool | None = None
-    temperature: float | None = Field(None, gt=0)
-    options: dict[str, Scalar | list[Scalar]] = Field(default_factory=dict)
+    lam: float | None = Field(None, ge=0, description="weight of the KD term for this method (wins over distill.lam)")
+    clip_grad: bool | None = Field(
+        None, description="KD-gradient clipping of this method (wins over distill.clip_grad)"
+    )
+    temperature: float | None = Field(
+        None, gt=0, description="temperature for this method (wins over distill.temperature)"
+    )
+    options: dict[str, Scalar | list[Scalar]] = Field(
+        default_factory=dict, description="this method's options, merged over distill.options"
+    )
 
 
 class DistillConfig(_Section):
@@ -208,7 +236,10 @@ class DistillConfig(_Section):
     temperature: float | None = Field(
         None, gt=0, description="for the methods that have one (soft, dml, dkd); default: the method's own"
     )
-    options: dict[str, Scalar | list[Scalar]] = Field(default_factory=dict, description="method-specific")
+    options: dict[str, Scalar | list[Scalar]] = Field(
+        default_factory=dict, description="the method's own options (e.g. rkd: embedding, distance_weight, "
+        "angle_weight); an unknown one is an error naming those accepted"
+    )
     per_method: dict[str, MethodSettings] = Field(
         default_factory=dict, description="settings per method name, applied when distill.method is that method "
         "(e.g. per_method: {dml: {options: {freeze_peer: true}}})"
@@ -220,17 +251,33 @@ class DistillConfig(_Section):
 
 
 class SearchConfig(_Section):
-    population: int = Field(16, ge=2)
+    population: int = Field(16, ge=2, description="trials PBA trains side by side, each with its own policy (PBA: 16)")
     epochs: int | None = Field(
         None, ge=1, description="epochs of each trial on the reduced split; default the searched role's train.epochs, "
         "as PBA searched for as long as it retrained (200)"
     )
-    perturbation_interval: int = Field(3, ge=1)
-    quantile: float = Field(0.25, gt=0, le=0.5)
-    resample_probability: float = Field(0.2, ge=0, le=1)
-    cpus_per_trial: float = Field(1.0, gt=0)
-    gpus_per_trial: float = Field(0.0, ge=0)
-    max_concurrent: int | None = Field(None, ge=1)
+    perturbation_interval: int = Field(
+        3, ge=1, description="epochs between a trial's exploit-and-explore steps (and its checkpoints)"
+    )
+    quantile: float = Field(
+        0.25, gt=0, le=0.5, description="at each step a trial in this bottom fraction of the population clones one in "
+        "the top fraction (weights and policy), then explores (PBA: 0.25)"
+    )
+    resample_probability: float = Field(
+        0.2, ge=0, le=1, description="explore: chance that each of a cloned policy's 60 integers is drawn anew "
+        "instead of shifted by up to 3 (PBA: 0.2)"
+    )
+    cpus_per_trial: float = Field(
+        1.0, gt=0, description="CPUs Ray gives each trial; the population runs all at once only when "
+        "population x this fits"
+    )
+    gpus_per_trial: float = Field(
+        0.0, ge=0, description="share of a GPU per trial (0.25: four trials a GPU); needed when the device is CUDA"
+    )
+    max_concurrent: int | None = Field(
+        None, ge=1, description="trials at once at most in a local Ray (its CPUs are capped to this x cpus_per_trial); "
+        "default as many as fit"
+    )
     address: str | None = Field(None, description="join this Ray cluster instead of starting a local one")
 
 
@@ -239,10 +286,14 @@ class BackwardAgentConfig(_Section):
 
     steps: int = Field(1, ge=1, description="gradient-ascent steps on the input")
     step_size: float = Field(0.1, gt=0, description="step size in normalised input units")
-    step_type: Literal["raw", "sign", "l2"] = "sign"
+    step_type: Literal["raw", "sign", "l2"] = Field(
+        "sign", description="ascent direction: the raw gradient, its sign, or the gradient L2-normalised per sample"
+    )
     epsilon: float | None = Field(None, gt=0, description="project onto an L-inf ball of this radius")
-    divergence: Literal["kl", "mse"] = "kl"
-    temperature: float = Field(4.0, gt=0)
+    divergence: Literal["kl", "mse"] = Field(
+        "kl", description="what the samples maximise: KL(teacher || student) at temperature, or the MSE of the logits"
+    )
+    temperature: float = Field(4.0, gt=0, description="of the KL divergence (divergence: kl)")
     fraction: float = Field(0.5, gt=0, le=1, description="auxiliary samples added, as a fraction of the batch")
 
 
@@ -255,7 +306,7 @@ class HardAgentConfig(_Section):
     max_translation: float = Field(0.25, ge=0, le=1, description="fraction of the image side")
     max_rotation: float = Field(30.0, ge=0, le=180, description="degrees")
     max_scale: float = Field(0.2, ge=0, lt=1, description="scale in 1 +- this")
-    max_shear: float = Field(0.3, ge=0, le=1)
+    max_shear: float = Field(0.3, ge=0, le=1, description="bound of the shear in x and in y (mode: affine)")
     init_std: float = Field(0.1, gt=0, description="initial std of the transformation Gaussian (tanh pre-activation units)")
     consistency: float = Field(1.0, ge=0, description="weight of the teacher-consistency term")
     update_every: int = Field(1, ge=1, description="student steps per augmentor step")
@@ -265,8 +316,12 @@ class HardAgentConfig(_Section):
 
 
 class AgentsConfig(_Section):
-    backward: BackwardAgentConfig = Field(default_factory=BackwardAgentConfig)
-    hard: HardAgentConfig = Field(default_factory=HardAgentConfig)
+    backward: BackwardAgentConfig = Field(
+        default_factory=BackwardAgentConfig, description="settings of the backward agent (student.agents: [backward])"
+    )
+    hard: HardAgentConfig = Field(
+        default_factory=HardAgentConfig, description="settings of the hard agent (student.agents: [hard])"
+    )
 
 
 class StageAlphaConfig(_Section):
@@ -296,8 +351,13 @@ class PipelineConfig(_Section):
         "'teacher after stage α' at low bits), student_warm_start (warm-started from the teacher, no KD), "
         "student_kd (KD, crop + flip), student_kd_teacher_schedule (KD + A_T)",
     )
-    stage_alpha: StageAlphaConfig = Field(default_factory=StageAlphaConfig)
-    seeds: list[int] = Field(default_factory=lambda: [0])
+    stage_alpha: StageAlphaConfig = Field(
+        default_factory=StageAlphaConfig, description="stage α's teacher schedule: searched, or given"
+    )
+    seeds: list[int] = Field(
+        default_factory=lambda: [0], description="every row trains once per seed (the report: mean ± std and paired "
+        "differences); the searches run once, stage β's on the first seed's teacher"
+    )
     max_parallel: int | None = Field(
         None, ge=1, description="trainings (rows x seeds) at once at most; default as many as the trainings' "
         "cpus/gpus fit on this machine or the cluster (search.address); 1: one after another in this process"
@@ -311,14 +371,32 @@ class TrainingConfig(_Section):
     """The sections one training reads: a row of a run, ``rolekd train``/``distill``, and every search trial
     (which receives only these, typed, never the searches' or the run's own settings)."""
 
-    name: str = "experiment"
-    seed: int = 0
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    data: DataConfig = Field(default_factory=DataConfig)
-    teacher: NetworkConfig = Field(default_factory=NetworkConfig)
-    student: StudentConfig = Field(default_factory=StudentConfig)
-    distill: DistillConfig = Field(default_factory=DistillConfig)
-    agents: AgentsConfig = Field(default_factory=AgentsConfig)
+    name: str = Field("experiment", description="the experiment's name: default output folder runs/<name>, the "
+                      "report's title")
+    seed: int = Field(
+        0, description="seed of rolekd train and distill and of the searches (trial i: seed + i); rolekd run's rows "
+        "use pipeline.seeds"
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="auto: CUDA when there is one, else the CPU; cuda fails without one; cpu keeps every "
+        "training and trial off GPUs"
+    )
+    data: DataConfig = Field(default_factory=DataConfig, description="the dataset, its splits and the baseline "
+                             "augmentation")
+    teacher: NetworkConfig = Field(default_factory=NetworkConfig, description="the teacher network and its training")
+    student: StudentConfig = Field(
+        default_factory=StudentConfig, description="the student network: its bits, start, agents and training"
+    )
+    distill: DistillConfig = Field(
+        default_factory=DistillConfig, description="the KD objective of every student trained with a teacher"
+    )
+    agents: AgentsConfig = Field(default_factory=AgentsConfig, description="settings of the agents student.agents names")
+
+    def network(self, role: Role) -> NetworkConfig:
+        """The section ``role`` trains with (``teacher`` or ``student``): the one answer to "which network?"."""
+        if role not in ("teacher", "student"):
+            raise ValueError(f"unknown role {role!r}; expected 'teacher' or 'student'")
+        return self.teacher if role == "teacher" else self.student
 
     @model_validator(mode="after")
     def _dataset_root(self) -> "TrainingConfig":
@@ -333,17 +411,20 @@ class TrainingConfig(_Section):
 class ExperimentConfig(TrainingConfig):
     """A whole experiment: the trainings' sections, the searches and the run's rows and seeds."""
 
-    search: SearchConfig = Field(default_factory=SearchConfig)
-    pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
+    search: SearchConfig = Field(
+        default_factory=SearchConfig, description="PBA's schedule search (rolekd search; rolekd run's stages α and β)"
+    )
+    pipeline: PipelineConfig = Field(
+        default_factory=PipelineConfig, description="rolekd run's rows, seeds and stage α's schedule"
+    )
 
     def training(self) -> TrainingConfig:
         """Only the trainings' sections (the same objects, validated already): what a search trial receives."""
         return TrainingConfig.model_construct(**{k: getattr(self, k) for k in TrainingConfig.model_fields})
 
-    def search_epochs(self, role: str) -> int:
+    def search_epochs(self, role: Role) -> int:
         """A trial's epochs when searching ``role``'s schedule: ``search.epochs``, or the role's own length."""
-        net = self.teacher if role == "teacher" else self.student
-        return self.search.epochs if self.search.epochs is not None else net.train.epochs
+        return self.search.epochs if self.search.epochs is not None else self.network(role).train.epochs
 
 
 def _format_error(exc: ValidationError, source: str) -> str:
@@ -358,15 +439,46 @@ def _format_error(exc: ValidationError, source: str) -> str:
     return f"{source}: {loc}: {msg}{shown}{more}"
 
 
-def _field_paths(model: type[BaseModel], prefix: str = "") -> list[str]:
-    """Every key path of a config model, sections included (``pipeline``, ``pipeline.seeds``)."""
-    paths: list[str] = []
+def _fields(model: type[BaseModel], prefix: str = "") -> Iterator[tuple[str, FieldInfo, bool]]:
+    """Every key path of a config model in config order, with its field and whether it is a section; sections come
+    before their own fields (``pipeline``, then ``pipeline.seeds``)."""
     for name, field in model.model_fields.items():
-        paths.append(prefix + name)
         sub = field.annotation
-        if isinstance(sub, type) and issubclass(sub, BaseModel):
-            paths += _field_paths(sub, f"{prefix}{name}.")
-    return paths
+        section = isinstance(sub, type) and issubclass(sub, BaseModel)
+        yield prefix + name, field, section
+        if section:
+            yield from _fields(sub, f"{prefix}{name}.")
+
+
+def _field_paths(model: type[BaseModel]) -> list[str]:
+    """Every key path of a config model, sections included (``pipeline``, ``pipeline.seeds``)."""
+    return [path for path, _, _ in _fields(model)]
+
+
+@dataclass(frozen=True)
+class FieldDoc:
+    """One key of a config as ``rolekd config`` shows it: its value, its default there, and what it means."""
+
+    path: str
+    value: Any
+    default: Any
+    description: str
+    section: bool = False  # a section's line: its fields follow, value and default are None
+
+
+def field_docs(cfg: ExperimentConfig) -> list[FieldDoc]:
+    """Every key of ``cfg`` with its value (plain JSON), its default in that place of the config (a student's
+    ``train`` has the student's defaults) and its description: what a user reads instead of this file."""
+    values, defaults = cfg.model_dump(mode="json"), ExperimentConfig().model_dump(mode="json")
+    return [FieldDoc(path, None if section else _at(values, path), None if section else _at(defaults, path),
+                     field.description or "", section)
+            for path, field, section in _fields(type(cfg))]
+
+
+def _at(values: dict[str, Any], path: str) -> Any:
+    for key in path.split("."):
+        values = values[key]
+    return values
 
 
 def _suggestion(loc: list[str]) -> str:

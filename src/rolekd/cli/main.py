@@ -18,9 +18,13 @@ set ROLEKD_DEBUG=1 to see full tracebacks."""
 def _common(p: argparse.ArgumentParser, config_required: bool = True) -> None:
     if config_required:
         p.add_argument("config", help="YAML config file or packaged config name (e.g. demo)")
+    _config_options(p)
+    p.add_argument("--data-dir", help="where datasets live (default $ROLEKD_DATA or ~/.cache/rolekd)")
+
+
+def _config_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. --set teacher.train.epochs=10 (repeatable)")
-    p.add_argument("--data-dir", help="where datasets live (default $ROLEKD_DATA or ~/.cache/rolekd)")
     p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
                    help="import a Python module (file path or dotted name) that registers your models")
 
@@ -115,6 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default="augment_preview.png")
     _common(p, config_required=False)
     p.set_defaults(func=cmd_preview)
+
+    p = sub.add_parser("config", help="print a config: every key's value, default and meaning",
+                       description="Print every key of a config (dotted name), its value, its default and what it "
+                       "means. Without CONFIG: the defaults.")
+    p.add_argument("config", nargs="?", default=None, help="YAML config or packaged config name (default: the defaults)")
+    _config_options(p)
+    p.set_defaults(func=cmd_config)
 
     return parser
 
@@ -215,6 +226,13 @@ def cmd_preview(args: argparse.Namespace) -> int:
                            agent=args.agent, teacher=args.teacher, student=args.student, n=args.n, seed=args.seed,
                            data_dir=args.data_dir, **_config_args(args))
     _say(f"wrote {out}")
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from ..pipeline import commands
+
+    print(commands.describe_config(args.config, **_config_args(args)).text())  # the listing is stdout: pipe it
     return 0
 
 

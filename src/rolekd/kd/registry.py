@@ -9,10 +9,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
+from typing import Any, ClassVar, Mapping, Sequence
 
 from torch import nn
 
+from ..config import DistillConfig, MethodSettings
 from ..registry import Registry
 from ..training.objective import CrossEntropy, Objective
 from .base import KDMethod, build_method, require
@@ -26,8 +27,6 @@ from .rkd import RKD
 from .schedule import LambdaSchedule
 from .soft import SoftKD
 
-if TYPE_CHECKING:
-    from ..config import DistillConfig
 
 class NoDistillation(KDMethod):
     """``method: none``: no KD term; the student trains on labels alone (cross-entropy), no teacher needed."""
@@ -57,9 +56,8 @@ def distills(method: str) -> bool:
     return getattr(_METHODS.get(method, "distill.method"), "distills", True)
 
 
-_SETTINGS = ("lam", "clip_grad", "temperature", "options")  # a method's own defaults apply where unset
-_SECTION_KEYS = ("method", "lam", "lam_decay", "lam_every", "clip_grad", "temperature", "options", "per_method",
-                 "init_epochs")
+_SETTINGS = tuple(MethodSettings.model_fields)  # per method; a method's own defaults apply where unset
+_SECTION_KEYS = tuple(DistillConfig.model_fields)  # a mapping passed for a distill section takes these keys
 
 
 @dataclass(frozen=True)
@@ -119,9 +117,7 @@ def resolve_settings(config: DistillConfig | Mapping[str, Any]) -> DistillSettin
             )
             options["temperature"] = value["temperature"]
         temperature = float(options.get("temperature", defaults["temperature"]))
-    from ..config import DistillConfig  # the section's defaults, for a mapping that leaves keys out
-
-    fields = DistillConfig.model_fields
+    fields = DistillConfig.model_fields  # the section's defaults, for a mapping that leaves keys out
     schedule = LambdaSchedule(
         cls.default_lam if value["lam"] is None else value["lam"],
         fields["lam_decay"].default if section.get("lam_decay") is None else section["lam_decay"],

@@ -21,8 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Mapping, Sequence
 
-from ..config import ExperimentConfig
-from .stages import Role
+from ..config import ExperimentConfig, FieldDoc, Role
 
 ConfigLike = ExperimentConfig | str | Path | Mapping[str, Any] | None
 ProgressFactory = Callable[[str, int], ContextManager[Callable | None]]
@@ -107,7 +106,7 @@ def _train_role(cfg: ExperimentConfig, role: Role, out: Path, schedule: str | Pa
     from .folders import claim_folder, claim_teacher
     from .preflight import Training, preflight, validate_names
     from .setup import prepare
-    from .stages import augmentation_cutout, load_teacher, role_config, train_network
+    from .stages import augmentation_cutout, load_teacher, train_network
 
     validate_names(cfg)
     loaded = _load_schedule(schedule)
@@ -116,7 +115,7 @@ def _train_role(cfg: ExperimentConfig, role: Role, out: Path, schedule: str | Pa
     teacher = load_teacher(teacher_path, cfg, prep) if teacher_path is not None else None
     if teacher_path is not None:
         claim_teacher(out, teacher_path, "last.pt")
-    net = role_config(cfg, role)
+    net = cfg.network(role)
     aug = "crop + flip" if loaded is None else f"schedule {schedule} + crop + flip"
     cutout = augmentation_cutout(cfg, loaded is not None)
     aug += f" + cutout {cutout}" if cutout else ""
@@ -130,9 +129,10 @@ def _train_role(cfg: ExperimentConfig, role: Role, out: Path, schedule: str | Pa
     agents = cfg.student.agents if role == "student" else ()
     preflight(cfg, prep, [Training(f"{role} training", role, teacher is not None, False, tuple(agents),
                                    loaded is not None)], teacher, say=say)
-    with (progress or _no_progress)(role, net.train.epochs) as callback:
-        fit = train_network(cfg, prep, role, out, schedule=loaded, teacher=teacher, agents=agents, resume=resume,
-                            callback=callback)
+    epochs = net.train.epochs
+    with (progress or _no_progress)(role, epochs) as callback:
+        fit = train_network(cfg, prep, role, out, schedule=loaded, teacher=teacher, agents=agents, epochs=epochs,
+                            resume=resume, callback=callback)
     return TrainResult(role, out, fit.last.get("val_acc", float("nan")), fit.best_acc, fit.best_epoch, fit.history)
 
 
@@ -153,9 +153,11 @@ def search(config: ConfigLike, role: Role, *, teacher: str | Path | None = None,
            overrides: Sequence[str] = (), imports: Sequence[str] = (), progress: bool = False):
     """``rolekd search``: PBA for one role (stage α: ``teacher``; stage β: ``student`` with KD from ``teacher``).
     Returns the :class:`~rolekd.pba.SearchResult` (schedule, best trial, its accuracy, files)."""
+    from .preflight import validate_names
     from .search_stage import search_command
 
     cfg = resolve_config(config, overrides, imports)
+    validate_names(cfg)  # as train and run do: before the data and the teacher load
     return search_command(cfg, role, teacher, out_folder(cfg, out, f"search_{role}"), address=address,
                           resume=resume, data_dir=data_dir, progress=progress, claim=True)
 
@@ -197,6 +199,44 @@ def run(config: ConfigLike = None, *, out: str | Path | None = None, resume: boo
         f"{cfg.student.model} W/A {cfg.student.w_bits}/{cfg.student.a_bits}, KD {cfg.distill.method} -> {folder}")
     report = run_pipeline(cfg, folder, resume=resume, data_dir=data_dir, progress=progress, say=say, address=address)
     return RunResult(folder, report)
+
+
+# ---- reading a config ------------------------------------------------------------------------------
+
+
+@dataclass
+class ConfigDescription:
+    """A config's every key: dotted name, value, default and description (``rolekd config``)."""
+
+    source: str
+    fields: list[FieldDoc]
+
+    def text(self) -> str:
+        """One line per section and per key, so ``rolekd config demo | grep quantile`` answers a question."""
+        lines = [f"# {self.source}: every key, its value, (its default) and what it means"]
+        for f in self.fields:
+            if f.section:
+                lines.append(f"\n{f.path}: {f.description}")
+            else:
+                lines.append(f"  {f.path} = {_shown(f.value)}  (default {_shown(f.default)})  {f.description}")
+        return "\n".join(lines)
+
+
+def _shown(value: Any) -> str:
+    import json
+
+    return json.dumps(value, ensure_ascii=False)
+
+
+def describe_config(config: ConfigLike = None, *, overrides: Sequence[str] = (),
+                    imports: Sequence[str] = ()) -> ConfigDescription:
+    """``rolekd config``: a config (a packaged name, a YAML path; default: the defaults) with every field's value,
+    default and description, so nobody needs to read config.py to know what a key means."""
+    from ..config import field_docs
+
+    cfg = resolve_config({} if config is None else config, overrides, imports)
+    source = "the defaults" if config is None else str(config) if isinstance(config, (str, Path)) else "the config given"
+    return ConfigDescription(source + (f" with {', '.join(overrides)}" if overrides else ""), field_docs(cfg))
 
 
 # ---- using trained networks ------------------------------------------------------------------------

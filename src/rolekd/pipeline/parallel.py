@@ -48,7 +48,7 @@ class Job:
     role: Role
     seed: int
     folder: Path
-    epochs: int
+    epochs: int  # how long it trains: handed down to its Trainer, and the epoch complete expects last.pt at
     schedule: Schedule | None = None
     teacher: str | None = None  # the teacher checkpoint (KD or a warm start)
     distill: bool = False
@@ -118,7 +118,7 @@ def train_job(cfg: TrainingConfig, prep: Prepared, job: Job, teacher: TeacherHan
     from .stages import train_network
 
     fit = train_network(cfg, prep, job.role, job.folder, schedule=job.schedule, teacher=teacher, distill=job.distill,
-                        agents=job.agents, resume=True, callback=callback, seed=job.seed)
+                        agents=job.agents, epochs=job.epochs, resume=True, callback=callback, seed=job.seed)
     return fit.last
 
 
@@ -174,7 +174,7 @@ class Trainings:
         self._stack = ExitStack()
 
     def _train_cfg(self, role: str) -> TrainConfig:
-        return self.cfg.teacher.train if role == "teacher" else self.cfg.student.train
+        return self.cfg.network(role).train
 
     def _local_gpus(self) -> int:
         """This machine's GPUs, none when the config says ``device: cpu`` (its trainings then take no GPU)."""

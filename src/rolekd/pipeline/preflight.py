@@ -47,17 +47,23 @@ class Training:
 
 
 def validate_names(cfg: ExperimentConfig) -> None:
-    """Names that resolve only when built (models, the KD method and its per-method settings), before data loads."""
+    """Names that code registers above the config's floor (models, the KD method and its per-method settings,
+    agents) are checked here, before data loads: a typo costs seconds, not a data set's loading."""
+    from ..agents import available_agents
     from ..kd import available_methods, resolve_settings
     from ..models import available_models
 
-    for field_name, name in (("teacher.model", cfg.teacher.model), ("student.model", cfg.student.model)):
-        if name not in available_models():
-            raise ValueError(f"{field_name}: unknown model {name!r}; expected one of: {', '.join(available_models())}")
-    if cfg.distill.method not in available_methods():
-        raise ValueError(f"distill.method: unknown distill method {cfg.distill.method!r}; expected one of: "
-                         f"{', '.join(available_methods())}")
+    _require_registered("teacher.model", "model", cfg.teacher.model, available_models())
+    _require_registered("student.model", "model", cfg.student.model, available_models())
+    _require_registered("distill.method", "distill method", cfg.distill.method, available_methods())
     resolve_settings(cfg.distill)  # per_method names and settings
+    for name in cfg.student.agents:
+        _require_registered("student.agents", "augmentation agent", name, available_agents())
+
+
+def _require_registered(key: str, kind: str, name: str, names: list[str]) -> None:
+    if name not in names:
+        raise ValueError(f"{key}: unknown {kind} {name!r}; expected one of: {', '.join(names)}")
 
 
 def preflight(cfg: ExperimentConfig, prep: Prepared, trainings: Iterable[Training],
@@ -95,7 +101,7 @@ def _inferred(cfg: ExperimentConfig, role: Role, model: torch.nn.Module) -> dict
     """A note for a network whose taps rolekd inferred (registered without them, none configured)."""
     from ..models.registry import inferred_taps
 
-    configured = cfg.student.taps if role == "student" else cfg.teacher.taps
+    configured = cfg.network(role).taps
     if configured is not None or hasattr(model, "default_taps"):
         return {}
     taps, how = inferred_taps(model)
@@ -130,9 +136,9 @@ def _untrained_teacher(cfg: ExperimentConfig, prep: Prepared) -> TeacherHandle:
 
 def _explain(cfg: ExperimentConfig, t: Training, teacher: TeacherHandle | None, exc: BaseException) -> str:
     reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    role = cfg.student if t.role == "student" else cfg.teacher
-    meta = {"model": role.model, "model_args": dict(role.model_args), "num_classes": 0,
-            "w_bits": getattr(role, "w_bits", 32), "a_bits": getattr(role, "a_bits", 32)}
+    net = cfg.network(t.role)
+    meta = {"model": net.model, "model_args": dict(net.model_args), "num_classes": 0,
+            "w_bits": getattr(net, "w_bits", 32), "a_bits": getattr(net, "a_bits", 32)}
     nets = f"{t.role} {_network(meta)}"
     if t.needs_teacher and teacher is not None:
         nets = f"teacher {_network(teacher.meta)} -> {nets}"

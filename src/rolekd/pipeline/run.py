@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Literal
 
-from ..config import ExperimentConfig
+from ..config import ExperimentConfig, TrainingConfig
 from ..training import atomic_write_json
 from .eta import SUMMARY, after_line, PlannedSearch, PlannedTraining, RunEta
 from .folders import CONFIG_FILE, OutputFolderError, claim_folder, seed_folder
@@ -44,6 +44,10 @@ class Row:
     @property
     def needs_teacher(self) -> bool:
         return self.kd or self.warm_start
+
+    def epochs(self, cfg: TrainingConfig) -> int:
+        """How long this row trains: its role's ``train.epochs`` (its job carries it down to the Trainer)."""
+        return cfg.network(self.role).train.epochs
 
 
 PAPER_ROWS = [
@@ -253,8 +257,7 @@ class Pipeline:
     def _plan_eta(self, rows: list[Row]) -> RunEta:
         """What the run's ETA counts: every row x seed, and the searches this run will still make."""
         cfg = self.cfg
-        trainings = [PlannedTraining(r.role, seed_folder(self.out / r.folder, seed),
-                                     (cfg.teacher if r.role == "teacher" else cfg.student).train.epochs)
+        trainings = [PlannedTraining(r.role, seed_folder(self.out / r.folder, seed), r.epochs(cfg))
                      for seed in cfg.pipeline.seeds for r in rows]
         searches = [PlannedSearch(role, self.out / stage / "search", cfg.search.population * cfg.search_epochs(role))
                     for which, (role, stage) in SEARCHED.items()
@@ -282,10 +285,10 @@ class Pipeline:
         jobs = []
         for seed in self.cfg.pipeline.seeds:
             for row in rows:
-                net = self.cfg.teacher if row.role == "teacher" else self.cfg.student
+                epochs = row.epochs(self.cfg)
                 schedule = self.schedules.get(row.schedule) if row.schedule else None
-                jobs.append(Job(row.key, row.role, seed, seed_folder(self.out / row.folder, seed), net.train.epochs,
-                                schedule.stretch(net.train.epochs) if schedule is not None else None,
+                jobs.append(Job(row.key, row.role, seed, seed_folder(self.out / row.folder, seed), epochs,
+                                schedule.stretch(epochs) if schedule is not None else None,
                                 self._teacher_path(seed) if row.needs_teacher else None, row.kd, row.agents, row.label,
                                 after=self._teacher_label(seed) if row.needs_teacher else None))
         return jobs

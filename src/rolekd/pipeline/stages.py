@@ -6,21 +6,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import nn
 
 from ..augment.base import Augmenter
 from ..augment.baseline import BaselineAugmenter
-from ..config import NetworkConfig, TrainingConfig
+from ..config import NetworkConfig, Role, TrainingConfig
 from ..data import Dataset, Normalizer
 from ..quant import build_network, load_network
 from ..training import CrossEntropy, FitResult, Objective, Trainer, fit, load_checkpoint, load_weights
 from .networks import network_meta
 from .setup import Prepared
-
-Role = Literal["teacher", "student"]
 
 
 @dataclass
@@ -30,10 +28,6 @@ class TeacherHandle:
     model: nn.Module
     meta: dict[str, Any]
     path: str
-
-
-def role_config(cfg: TrainingConfig, role: Role) -> NetworkConfig:
-    return cfg.teacher if role == "teacher" else cfg.student
 
 
 def load_teacher(path: str | Path, cfg: TrainingConfig, prep: Prepared) -> TeacherHandle:
@@ -164,7 +158,7 @@ def build_role_trainer(
     ``epochs`` (default: the role's ``train.epochs``) is the run's length, a search's for a trial;
     ``crop_padding`` (default ``data.crop_padding``) the baseline crop of this training.
     """
-    net = role_config(cfg, role)
+    net = cfg.network(role)
     torch.manual_seed(seed)
     meta = network_meta(net, data.num_classes, data.image_shape, role)
     model = build_network(meta).to(device)
@@ -204,20 +198,22 @@ def train_network(
     teacher: TeacherHandle | None = None,
     distill: bool = True,
     agents: Sequence[str] = (),
+    epochs: int | None = None,
     crop_padding: int | None = None,
     resume: bool = False,
     callback=None,
     seed: int | None = None,
 ) -> FitResult:
     """Train the configured network for ``role`` on ``data`` (default: the full split), evaluating
-    each epoch on ``data.test`` (the validation split for the reduced data)."""
+    each epoch on ``data.test`` (the validation split for the reduced data). ``epochs`` (default the role's
+    ``train.epochs``) is the caller's answer, passed down to the Trainer, never derived again."""
     data = data or prep.full
     seed = cfg.seed if seed is None else seed
     parts = build_role_trainer(cfg, role, data, prep.normalizer, prep.device, schedule=schedule, teacher=teacher,
-                               distill=distill, agents=agents, crop_padding=crop_padding, seed=seed)
+                               distill=distill, agents=agents, epochs=epochs, crop_padding=crop_padding, seed=seed)
     resuming = resume and out_dir is not None and (Path(out_dir) / "last.pt").is_file()
     check_objective(parts.objective, data, prep.normalizer)
     if not resuming:  # a resumed run restores the objective's state from its checkpoint
         initialize_objective(parts.objective, cfg, data, prep, seed, parts.trainer.num_epochs)
     return fit(parts.trainer, out_dir, parts.meta, resume=resume, callback=callback,
-               eval_batch_size=cfg.data.eval_batch_size, eval_every=role_config(cfg, role).train.eval_every)
+               eval_batch_size=cfg.data.eval_batch_size, eval_every=cfg.network(role).train.eval_every)

@@ -41,6 +41,7 @@ import torch
 from torch import Tensor, nn
 
 from ..models.sites import ActivationSite
+from ..training.checkpoint import state_mismatch
 from .dorefa import FULL_PRECISION, ActQuant, QuantConv2d, QuantLinear, check_bits
 
 _WEIGHTED = (nn.Conv2d, nn.Linear)
@@ -211,19 +212,6 @@ def _dummy_inputs(model: nn.Module) -> list[Tensor]:
             if type(m) is kind:
                 shapes[(1, m.in_channels, 32, 32) if kind is nn.Conv2d else (1, m.in_features)] = None
     return [torch.zeros(shape, dtype=like.dtype, device=like.device) for shape in shapes]
-
-
-def state_mismatch(expected: Mapping[str, Tensor], given: Mapping[str, Any]) -> str | None:
-    """The first key or shape difference between two state_dicts, phrased for an error; None if they match."""
-    for key, mine in expected.items():
-        theirs = given.get(key)
-        if theirs is None:
-            return f"no {key!r} (expected shape {tuple(mine.shape)}): the architectures differ"
-        if not isinstance(theirs, Tensor) or theirs.shape != mine.shape:
-            got = tuple(theirs.shape) if isinstance(theirs, Tensor) else type(theirs).__name__
-            return f"{key!r} has shape {got}, expected {tuple(mine.shape)}: the architectures differ"
-    extra = next((k for k in given if k not in expected), None)
-    return None if extra is None else f"unexpected {extra!r}: the architectures differ"
 
 
 def load_state_strict(model: nn.Module, state: Mapping[str, Tensor], source: str) -> None:

@@ -24,7 +24,8 @@ from torch import Tensor, nn
 
 from ..atomic import atomic_write_bytes
 from ..models import build_model
-from .convert import load_state_strict, state_mismatch
+from ..training.checkpoint import state_mismatch
+from .convert import load_state_strict
 from .dorefa import FULL_PRECISION, QuantWeightMixin, codes_to_weight, weight_codes
 from .network import build_network, check_meta
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from ..atomic import atomic_write_bytes, atomic_write_json, atomic_write_text  # noqa: F401  (re-exported)
 
@@ -102,11 +102,22 @@ def describe_network(meta: Mapping[str, Any]) -> str:
     return f"{meta['model']}{f' ({args})' if args else ''}, {meta.get('num_classes')} classes{bits}"
 
 
+def state_mismatch(expected: Mapping[str, Tensor], given: Mapping[str, Any]) -> str | None:
+    """The first key or shape difference between two state_dicts, phrased for an error; None if they match."""
+    for key, mine in expected.items():
+        theirs = given.get(key)
+        if theirs is None:
+            return f"no {key!r} (expected shape {tuple(mine.shape)}): the architectures differ"
+        if not isinstance(theirs, Tensor) or theirs.shape != mine.shape:
+            got = tuple(theirs.shape) if isinstance(theirs, Tensor) else type(theirs).__name__
+            return f"{key!r} has shape {got}, expected {tuple(mine.shape)}: the architectures differ"
+    extra = next((k for k in given if k not in expected), None)
+    return None if extra is None else f"unexpected {extra!r}: the architectures differ"
+
+
 def check_weights(model: nn.Module, checkpoint: Mapping[str, Any], source: str, expected: Mapping[str, Any]) -> None:
     """Refuse another architecture's weights in one line: the file, both networks and the first differing key
     (torch's load_state_dict error lists every key over many lines)."""
-    from ..quant.convert import state_mismatch
-
     problem = state_mismatch(model.state_dict(), checkpoint.get("model") or {})
     if problem is not None:
         raise CheckpointError(f"{source} holds weights of {describe_network(checkpoint.get('meta') or {})}, "
