@@ -34,6 +34,7 @@ from ..atomic import make_dirs
 from ..augment.policy import Policy
 from ..augment.schedule import Schedule
 from ..config import SearchConfig
+from ..raycluster import RayError, local_cpus, local_gpus, logger_level, ray_session, slots
 from ..training import atomic_write_json, atomic_write_text, load_checkpoint
 from .callbacks import HistoryRecorder, SearchProgress
 from .explore import PolicyExplorer
@@ -48,13 +49,11 @@ RESUMES = "resumes.jsonl"  # one line per --resume: the epoch each trial continu
 TUNER_STATE = "tuner.pkl"  # what Tuner.restore needs; written before the first trial starts
 MAX_FAILURES = 2  # a crashed/NaN trial is restarted from its last checkpoint this often, then dropped
 KEEP_CHECKPOINTS = 4  # per trial; a paused clone still needs its source's latest (PBT warns at <= 2)
-AUTH_TOKEN_FILE = Path("~/.ray/auth_token")  # where `ray start` keeps the cluster's token (for messages)
-AUTH_BANNER_LOGGER = "ray._private.authentication.authentication_token_setup"  # warns on every local start
 
 logger = logging.getLogger(__name__)
 
 
-class SearchError(ValueError):
+class SearchError(RayError):
     """The search could not produce a schedule; one line saying why and where to look."""
 
 
@@ -109,7 +108,7 @@ def run_search(
         if warning:
             display.note(warning)
     t0 = time.perf_counter()
-    local = (local_cpus(search_cfg), local_gpus() if use_gpu else 0)
+    local = (local_cpus(search_cfg.cpus_per_trial, search_cfg.max_concurrent), local_gpus() if use_gpu else 0)
     with ray_session(address, *local) as ray_start_s, _quiet_tune():
         if use_gpu and address and not ray.cluster_resources().get("GPU"):
             use_gpu = False  # a CPU-only cluster: trials asking for a GPU share would wait forever
@@ -135,7 +134,8 @@ def _session_line(cfg: SearchConfig, epochs: int, address: str | None, use_gpu: 
     if address:
         where = f"Ray cluster {address}"
     else:
-        where = "the running Ray" if ray.is_initialized() else f"a local Ray ({local_cpus(cfg)} CPUs)"
+        cpus = local_cpus(cfg.cpus_per_trial, cfg.max_concurrent)
+        where = "the running Ray" if ray.is_initialized() else f"a local Ray ({cpus} CPUs)"
     share = f", {cfg.gpus_per_trial:g} GPU" if use_gpu else ""
     return f"{what} {cfg.population} trials x {epochs} epochs on {where}, {cfg.cpus_per_trial:g} CPU{share} per trial"
 
@@ -144,8 +144,8 @@ def _population_warning(cfg: SearchConfig, address: str | None, use_gpu: bool) -
     """PBT compares trials at the same epoch; a population run in waves compares nothing useful."""
     if address or use_gpu or ray.is_initialized():
         return None
-    cpus = local_cpus(cfg)
-    at_once = int(cpus // cfg.cpus_per_trial)
+    cpus = local_cpus(cfg.cpus_per_trial, cfg.max_concurrent)
+    at_once = slots(cpus, 0, cfg.cpus_per_trial, 0)
     if at_once >= cfg.population:
         return None
     share = math.floor(100 * cpus / cfg.population) / 100
@@ -233,11 +233,8 @@ def _fits_at_once(cfg: SearchConfig, address: str | None, use_gpu: bool) -> bool
         total = ray.cluster_resources()
         cpus, gpus = total.get("CPU", 0.0), total.get("GPU", 0.0)
     else:
-        cpus, gpus = local_cpus(cfg), local_gpus() if use_gpu else 0
-    slots = int(cpus // cfg.cpus_per_trial + 1e-9)
-    if use_gpu and cfg.gpus_per_trial > 0:
-        slots = min(slots, int(gpus // cfg.gpus_per_trial + 1e-9))
-    return slots >= cfg.population
+        cpus, gpus = local_cpus(cfg.cpus_per_trial, cfg.max_concurrent), local_gpus() if use_gpu else 0
+    return slots(cpus, gpus, cfg.cpus_per_trial, cfg.gpus_per_trial if use_gpu else 0) >= cfg.population
 
 
 def _new_tuner(
@@ -277,90 +274,6 @@ def _new_tuner(
     )
 
 
-# ---- Ray session -------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def ray_session(address: str | None, num_cpus: int, num_gpus: int) -> Iterator[float]:
-    """Join ``address``, reuse a running Ray, or start a local one with these resources for the ``with`` block
-    (a search, or the pipeline's parallel trainings).
-
-    Yields the seconds spent starting or joining Ray (0 when it was already running).
-    """
-    if ray.is_initialized():
-        yield 0.0
-        return
-    t0 = time.perf_counter()
-    kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, configure_logging=True,
-                                  logging_level=logging.WARNING)
-    with _logger_level(AUTH_BANNER_LOGGER, logging.ERROR):
-        if address:
-            join_cluster(address, kwargs)
-        else:
-            ray.init(num_cpus=num_cpus, num_gpus=num_gpus, **kwargs)
-    try:
-        yield time.perf_counter() - t0
-    finally:
-        ray.shutdown()
-
-
-def join_cluster(address: str, kwargs: dict[str, Any]) -> None:
-    """``ray.init(address=...)``, with the token a cluster started by ``ray start`` expects and a one-line error.
-
-    Since Ray 2.59 ``ray start`` turns token authentication on and keeps the token in ``~/.ray/auth_token``, but
-    a driver joining by address sends it only with ``RAY_AUTH_MODE=token`` (unauthenticated, it gets "Failed to
-    connect" after ~30 s). When the user set no mode and a token is at hand, rolekd sets it: a cluster without
-    authentication accepts such a driver too.
-    """
-    _reachable(address)
-    try:  # Ray's own switch: sets RAY_AUTH_MODE=token and refreshes its cached config, if a token exists
-        from ray._private.authentication.authentication_token_setup import maybe_enable_token_auth_if_token_available
-
-        maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
-    except ImportError:  # a Ray without token authentication
-        pass
-    try:
-        ray.init(address=address, **kwargs)
-    except ConnectionError as exc:
-        reason = (str(exc).strip().splitlines() or ["ConnectionError"])[0]
-        raise SearchError(
-            f"search.address {address}: cannot join the Ray cluster ({reason}); check that `ray start --head` runs "
-            f"there on that port and that this machine has the cluster's token (RAY_AUTH_TOKEN or {AUTH_TOKEN_FILE}) "
-            "when it uses token authentication") from None
-
-
-def _reachable(address: str) -> None:
-    """A HOST:PORT nobody listens on is said at once (Ray itself retries for minutes before giving up)."""
-    import socket
-
-    host, sep, port = address.rpartition(":")
-    if "://" in address or not sep or not port.isdigit():
-        return  # ray://, auto: Ray resolves those itself
-    try:
-        socket.create_connection((host, int(port)), timeout=10).close()
-    except OSError as exc:
-        raise SearchError(f"search.address {address}: nothing answers there ({exc.strerror or exc}); check that "
-                          "`ray start --head` runs on that machine and port, and that this machine can reach it") from None
-
-
-def local_cpus(cfg: SearchConfig) -> int:
-    """CPUs of an embedded Ray: the machine's, or only what ``max_concurrent`` trials need.
-
-    Concurrency is capped through resources, not Tune's ``max_concurrent_trials``: that one would
-    create only the first trials and let them finish before the rest of the population exists.
-    """
-    cpus = os.cpu_count() or 1
-    if cfg.max_concurrent:
-        cpus = min(cpus, math.ceil(cfg.max_concurrent * cfg.cpus_per_trial))
-    return max(cpus, math.ceil(cfg.cpus_per_trial))  # a trial asking for more CPUs than exist still runs
-
-
-def local_gpus() -> int:
-    import torch
-
-    return torch.cuda.device_count()
-
-
 @contextlib.contextmanager
 def _quiet_tune() -> Iterator[None]:
     """Silence Tune's tables and per-trial log lines; our callbacks report instead.
@@ -373,24 +286,13 @@ def _quiet_tune() -> Iterator[None]:
     try:
         with contextlib.ExitStack() as stack:
             for name in ("ray.tune", "ray.train", "ray.air"):
-                stack.enter_context(_logger_level(name, logging.CRITICAL))
+                stack.enter_context(logger_level(name, logging.CRITICAL))
             yield
     finally:
         if saved_env is None:
             os.environ.pop("RAY_AIR_NEW_OUTPUT", None)
         else:
             os.environ["RAY_AIR_NEW_OUTPUT"] = saved_env
-
-
-@contextlib.contextmanager
-def _logger_level(name: str, level: int) -> Iterator[None]:
-    logger = logging.getLogger(name)
-    saved = logger.level
-    logger.setLevel(level)
-    try:
-        yield
-    finally:
-        logger.setLevel(saved)
 
 
 # ---- schedule extraction ------------------------------------------------------------------------
