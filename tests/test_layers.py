@@ -19,6 +19,7 @@ FLOORS = {
     "rolekd.training": 3, "rolekd.agents": 3,
     "rolekd.augment": 2, "rolekd.models": 2,
     "rolekd.config": 1, "rolekd.data": 1, "rolekd.registry": 1, "rolekd.atomic": 1, "rolekd.plugins": 1,
+    "rolekd.raycluster": 1,
 }
 # the one pair inside a floor that reads each other: the report takes the row plan
 MUTUAL = {frozenset({"rolekd.pipeline.report", "rolekd.pipeline.run"})}

@@ -9,7 +9,7 @@ import pytest
 import ray
 
 from rolekd.config import TrainConfig, load_config
-from rolekd.pipeline.parallel import RECORD, Resources, at_once, training_resources
+from rolekd.pipeline.parallel import RECORD, Resources, Trainings, training_resources
 from rolekd.pipeline.run import run_pipeline
 
 # tiny demo, 2 seeds, a fixed schedule for stage α and only the rows that need no search of their own but A_S
@@ -43,12 +43,16 @@ def test_one_training_per_slot_from_the_roles_resources():
     assert training_resources(TrainConfig(), cpus=8, gpus=0) == Resources(8.0, 0.0)  # all CPUs: one at a time
     assert training_resources(TrainConfig(), cpus=16, gpus=4) == Resources(4.0, 1.0)  # a GPU and a CPU share each
     assert training_resources(TrainConfig(cpus=2), cpus=8, gpus=0) == Resources(2.0, 0.0)
-    assert at_once(Resources(8.0, 0.0), 8, 0, None) == 1
-    assert at_once(Resources(2.0, 0.0), 8, 0, None) == 4
-    assert at_once(Resources(2.0, 0.0), 8, 0, 3) == 3  # pipeline.max_parallel
-    assert at_once(Resources(1.0, 1.0), 16, 2, None) == 2  # GPUs bound it
-    assert at_once(Resources(0.5, 0.25), 16, 1, None) == 4  # trainings sharing one GPU
-    assert at_once(Resources(4.0, 0.0), 2, 0, None) == 1  # a training larger than the machine still runs
+    # how many at once: raycluster.slots (tests/test_raycluster.py), at least one, at most pipeline.max_parallel
+    cfg = load_config("demo", ["device=cpu"]).training()
+    uncapped, capped = (Trainings(cfg, None, None, address=None, cap=cap, train_here=None, record_time=None, say=quiet)
+                        for cap in (None, 3))
+    assert uncapped._at_once(Resources(8.0, 0.0), 8, 0) == 1
+    assert uncapped._at_once(Resources(2.0, 0.0), 8, 0) == 4
+    assert capped._at_once(Resources(2.0, 0.0), 8, 0) == 3  # pipeline.max_parallel
+    assert uncapped._at_once(Resources(1.0, 1.0), 16, 2) == 2  # GPUs bound it
+    assert uncapped._at_once(Resources(0.5, 0.25), 16, 1) == 4  # trainings sharing one GPU
+    assert uncapped._at_once(Resources(4.0, 0.0), 2, 0) == 1  # a training larger than the machine still runs
 
 
 @pytest.mark.slow
@@ -169,7 +173,7 @@ def test_a_cpu_config_takes_no_gpu_even_where_one_is_present(monkeypatch):
     from rolekd.pipeline import parallel
     from rolekd.pipeline.parallel import Trainings
 
-    monkeypatch.setattr("rolekd.pba.run.local_gpus", lambda: 4)
+    monkeypatch.setattr("rolekd.raycluster.local_gpus", lambda: 4)
     cfg = load_config("demo", ["device=cpu"])
     trainings = Trainings(cfg.training(), None, None, address=None, cap=None, train_here=None, record_time=None,
                           say=quiet)

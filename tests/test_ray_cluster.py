@@ -1,69 +1,39 @@
 """A real Ray cluster on loopback (issue 17): `rolekd search --address` joins a head started with `ray start`
-(token authentication on, as Ray 2.60 starts it) and its trials run there; a cluster that is not there is one line.
+(token authentication on, as Ray 2.60 starts it) and its trials run there; a cluster that is not there, or a port that
+is not a GCS, is one line.
 
-All of Ray's traffic stays on 127.0.0.1: ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` stops Ray from swapping the loopback
-address for the machine's interface address. The head is torn down by the PIDs it started (never ``ray stop``,
-which would stop every Ray on the machine).
+The head is started as on a laptop (``conftest.LOOPBACK_HEAD``: its GCS listens on 127.0.0.1 only); rolekd runs with no
+Ray environment variable at all: it keeps the loopback address itself (``raycluster._loopback_kept``). The head is
+torn down by the PIDs it started (never ``ray stop``, which would stop every Ray on the machine).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
-import tempfile
+import threading
 import time
-from pathlib import Path
 
 import pytest
+from conftest import free_port as _free_port
 
 pytestmark = pytest.mark.slow
 
-LOOPBACK_ONLY = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _pids_of(marker: str) -> list[int]:
-    pids = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            if marker.encode() in cmdline.read_bytes():
-                pids.append(int(cmdline.parent.name))
-        except OSError:
-            continue
-    return pids
+RAY_ENV = ("RAY_ADDRESS", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_gcs_server_port_wait_time_s")
 
 
 @pytest.fixture
-def ray_head():
-    temp = tempfile.mkdtemp(prefix="rkray", dir="/tmp")  # short: Ray's socket paths must fit 107 characters
-    port = _free_port()
-    env = {**os.environ, **LOOPBACK_ONLY}
-    ray_cli = str(Path(sys.executable).with_name("ray"))
-    started = subprocess.run([ray_cli, "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
-                              f"--temp-dir={temp}"], env=env, capture_output=True, text=True, timeout=180)
-    assert started.returncode == 0, started.stderr[-2000:]
-    try:
-        yield f"127.0.0.1:{port}", Path(temp)
-    finally:
-        for pid in _pids_of(temp):  # gcs_server, raylet and the agents name the session folder in their arguments
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+def ray_head(start_ray_head):
+    return start_ray_head(loopback_only=True)
 
 
 def _rolekd(*args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in RAY_ENV}  # a plain shell: no Ray switch set by hand
     return subprocess.run([sys.executable, "-m", "rolekd.cli.main", *args], capture_output=True, text=True,
-                          timeout=600, env={**os.environ, **LOOPBACK_ONLY})
+                          timeout=600, env=env)
 
 
 def test_search_joins_a_token_authenticated_cluster_and_runs_its_trials_there(ray_head, tmp_path):
@@ -88,6 +58,45 @@ def test_a_cluster_that_is_not_there_is_one_line_naming_what_to_check(tmp_path):
     (line,) = [x for x in r.stderr.splitlines() if x.startswith("rolekd: error:")]
     assert "nothing answers there" in line and "ray start --head" in line
     assert time.perf_counter() - t0 < 120
+
+
+def _not_a_gcs(seconds: float) -> tuple[int, list[float], threading.Event]:
+    """A loopback port that accepts TCP connections and says nothing (as a web server, or a GCS that hangs), for
+    ``seconds`` at most (the event ends it sooner); the list gets the time of each connection."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.5)
+    stop, accepted = threading.Event(), []
+
+    def serve() -> None:
+        held, t0 = [], time.monotonic()
+        while not stop.is_set() and time.monotonic() - t0 < seconds:
+            try:
+                held.append(server.accept()[0])
+                accepted.append(time.monotonic())
+            except TimeoutError:
+                continue
+        for conn in held:
+            conn.close()
+        server.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return server.getsockname()[1], accepted, stop
+
+
+def test_a_port_that_is_not_a_gcs_is_one_line_naming_the_address_within_a_minute(tmp_path):
+    port, accepted, stop = _not_a_gcs(300)
+    try:
+        r = _rolekd("search", "demo", "--role", "teacher", "--address", f"127.0.0.1:{port}",
+                    "--set", "search.population=2", "--set", "search.epochs=1", "--out", str(tmp_path / "s"))
+        gave_up = time.monotonic()
+    finally:
+        stop.set()
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    (line,) = [x for x in r.stderr.splitlines() if x.startswith("rolekd: error:")]
+    assert f"search.address 127.0.0.1:{port}: cannot join the Ray cluster (" in line, line
+    assert accepted, "rolekd never connected"
+    waited = gave_up - accepted[0]  # from its first connection (the reachability check), not counting its start-up
+    assert waited < 60, f"gave up {waited:.0f} s after its first connection"  # Ray alone: 20 attempts of ~40 s
 
 
 RUN_TINY = ["--set", "teacher.model_args.width=4", "--set", "student.model_args.width=4",

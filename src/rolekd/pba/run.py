@@ -21,16 +21,14 @@ Files in ``out_dir``::
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
-import os
 import random
 import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import ray
 
@@ -38,6 +36,7 @@ from ..atomic import make_dirs
 from ..augment.policy import Policy
 from ..augment.schedule import Schedule
 from ..config import SearchConfig
+from ..raycluster import RayError, local_cpus, local_gpus, ray_session, slots
 from ..training import atomic_write_json
 from ..training.events import MetricsLog
 from .generations import (STATE, SearchState, load_state, prune_states, read_trial_state, save_state,
@@ -54,13 +53,11 @@ TRIALS = "trials"
 PROGRESS = "progress.jsonl"
 MAX_FAILURES = 2  # a trial that crashes is restarted from its last state this often, then leaves the population
 SEARCH_SE_GOAL = 0.005  # one accuracy's standard error (at 50 %) that lets a search tell trials 1 point apart
-AUTH_TOKEN_FILE = Path("~/.ray/auth_token")  # where `ray start` keeps the cluster's token (for messages)
-AUTH_BANNER_LOGGER = "ray._private.authentication.authentication_token_setup"  # warns on every local start
 
 logger = logging.getLogger(__name__)
 
 
-class SearchError(ValueError):
+class SearchError(RayError):
     """The search could not produce a schedule; one line saying why and where to look."""
 
 
@@ -162,7 +159,7 @@ def _session_line(cfg: SearchConfig, epochs: int, address: str | None, use_gpu: 
     if address:
         where = f"Ray cluster {address}"
     else:
-        where = "the running Ray" if ray.is_initialized() else f"a local Ray ({local_cpus(cfg)} CPUs)"
+        where = "the running Ray" if ray.is_initialized() else f"a local Ray ({local_cpus(cfg.cpus_per_trial, cfg.max_concurrent)} CPUs)"
     share = f", {cfg.gpus_per_trial:g} GPU" if use_gpu else ""
     return (f"{what} {cfg.population} trials x {epochs} epochs in generations of {cfg.perturbation_interval} on "
             f"{where}, {cfg.cpus_per_trial:g} CPU{share} per trial")
@@ -185,7 +182,7 @@ def _signal_warning(val_images: int | None) -> str | None:
 
 
 def _local_resources(cfg: SearchConfig, use_gpu: bool) -> tuple[int, int]:
-    return local_cpus(cfg), (local_gpus() if use_gpu else 0)
+    return local_cpus(cfg.cpus_per_trial, cfg.max_concurrent), (local_gpus() if use_gpu else 0)
 
 
 class _Workers:
@@ -206,12 +203,9 @@ class _Workers:
     def _slots(self, use_gpu: bool) -> int:
         """How many trials train at once: what fits in this process's Ray (or ``max_concurrent``)."""
         total = ray.cluster_resources()
-        fit = int(total.get("CPU", 0.0) // self.cfg.cpus_per_trial + 1e-9)
-        if use_gpu and self.cfg.gpus_per_trial > 0:
-            fit = min(fit, int(total.get("GPU", 0.0) // self.cfg.gpus_per_trial + 1e-9))
-        if self.cfg.max_concurrent:
-            fit = min(fit, self.cfg.max_concurrent)
-        return max(1, fit)
+        gpus_each = self.cfg.gpus_per_trial if use_gpu else 0.0
+        return max(1, slots(total.get("CPU", 0.0), total.get("GPU", 0.0), self.cfg.cpus_per_trial, gpus_each,
+                            self.cfg.max_concurrent))
 
     def _new(self) -> Any:
         return self.remote.remote(self.factory, self.args_ref, math.floor(self.cfg.cpus_per_trial) or 1)
@@ -373,103 +367,6 @@ class _Generations:
 
 
 REFRESH_WAIT_S = 0.5  # the driver redraws the progress line at least this often while trials train
-
-
-# ---- Ray session -------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def ray_session(address: str | None, num_cpus: int, num_gpus: int) -> Iterator[float]:
-    """Join ``address``, reuse a running Ray, or start a local one with these resources for the ``with`` block
-    (a search, or the pipeline's parallel trainings).
-
-    Yields the seconds spent starting or joining Ray (0 when it was already running).
-    """
-    if ray.is_initialized():
-        yield 0.0
-        return
-    t0 = time.perf_counter()
-    kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, configure_logging=True,
-                                  logging_level=logging.WARNING)
-    with _logger_level(AUTH_BANNER_LOGGER, logging.ERROR):
-        if address:
-            join_cluster(address, kwargs)
-        else:
-            ray.init(num_cpus=num_cpus, num_gpus=num_gpus, **kwargs)
-    try:
-        yield time.perf_counter() - t0
-    finally:
-        ray.shutdown()
-
-
-def join_cluster(address: str, kwargs: dict[str, Any]) -> None:
-    """``ray.init(address=...)``, with the token a cluster started by ``ray start`` expects and a one-line error.
-
-    Since Ray 2.59 ``ray start`` turns token authentication on and keeps the token in ``~/.ray/auth_token``, but
-    a driver joining by address sends it only with ``RAY_AUTH_MODE=token`` (unauthenticated, it gets "Failed to
-    connect" after ~30 s). When the user set no mode and a token is at hand, rolekd sets it: a cluster without
-    authentication accepts such a driver too.
-    """
-    _reachable(address)
-    try:  # Ray's own switch: sets RAY_AUTH_MODE=token and refreshes its cached config, if a token exists
-        from ray._private.authentication.authentication_token_setup import maybe_enable_token_auth_if_token_available
-
-        maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
-    except ImportError:  # a Ray without token authentication
-        pass
-    try:
-        ray.init(address=address, **kwargs)
-    except ConnectionError as exc:
-        reason = (str(exc).strip().splitlines() or ["ConnectionError"])[0]
-        raise SearchError(
-            f"search.address {address}: cannot join the Ray cluster ({reason}); check that `ray start --head` runs "
-            f"there on that port and that this machine has the cluster's token (RAY_AUTH_TOKEN or {AUTH_TOKEN_FILE}) "
-            "when it uses token authentication") from None
-
-
-def _reachable(address: str) -> None:
-    """A HOST:PORT nobody listens on is said at once (Ray itself retries for minutes before giving up)."""
-    import socket
-
-    host, sep, port = address.rpartition(":")
-    if "://" in address or not sep or not port.isdigit():
-        return  # ray://, auto: Ray resolves those itself
-    try:
-        socket.create_connection((host, int(port)), timeout=10).close()
-    except OSError as exc:
-        raise SearchError(f"search.address {address}: nothing answers there ({exc.strerror or exc}); check that "
-                          "`ray start --head` runs on that machine and port, and that this machine can reach it") from None
-
-
-def local_cpus(cfg: SearchConfig) -> int:
-    """CPUs of an embedded Ray: the machine's, or only what ``max_concurrent`` trials need.
-
-    Concurrency is capped through resources, not Tune's ``max_concurrent_trials``: that one would
-    create only the first trials and let them finish before the rest of the population exists.
-    """
-    cpus = os.cpu_count() or 1
-    if cfg.max_concurrent:
-        cpus = min(cpus, math.ceil(cfg.max_concurrent * cfg.cpus_per_trial))
-    return max(cpus, math.ceil(cfg.cpus_per_trial))  # a trial asking for more CPUs than exist still runs
-
-
-def local_gpus() -> int:
-    import torch
-
-    return torch.cuda.device_count()
-
-
-@contextlib.contextmanager
-def _logger_level(name: str, level: int) -> Iterator[None]:
-    logger = logging.getLogger(name)
-    saved = logger.level
-    logger.setLevel(level)
-    try:
-        yield
-    finally:
-        logger.setLevel(saved)
-
-
 
 
 # ---- schedule extraction ------------------------------------------------------------------------

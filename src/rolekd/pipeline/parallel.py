@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
+from .. import raycluster
 from ..augment.schedule import Schedule
 from ..config import TrainConfig, TrainingConfig
 from ..training import atomic_write_text, load_checkpoint
@@ -85,15 +86,6 @@ def training_resources(train: TrainConfig, cpus: int, gpus: int) -> Resources:
     else:
         c = float(cpus)
     return Resources(c, g)
-
-
-def at_once(res: Resources, cpus: float, gpus: float, cap: int | None) -> int:
-    """How many trainings fit at once in ``cpus``/``gpus`` (at least one; at most ``cap``)."""
-    n = int(cpus // res.cpus + 1e-9)
-    if res.gpus:
-        n = min(n, int(gpus // res.gpus + 1e-9))
-    n = max(n, 1)
-    return min(n, cap) if cap else n
 
 
 @contextmanager
@@ -159,7 +151,7 @@ class Trainings:
         self.eta = eta or (lambda slots: "")
         cpus, gpus = os.cpu_count() or 1, self._local_gpus()
         self.resources = {role: training_resources(self._train_cfg(role), cpus, gpus) for role in ("teacher", "student")}
-        self.slots = {role: at_once(res, cpus, gpus, cap) for role, res in self.resources.items()}
+        self.slots = {role: self._at_once(res, cpus, gpus) for role, res in self.resources.items()}
         self.on_ray = address is not None or max(self.slots.values()) > 1
         self.queue: list[Job] = []
         self.finished: set[str] = set()
@@ -178,9 +170,12 @@ class Trainings:
 
     def _local_gpus(self) -> int:
         """This machine's GPUs, none when the config says ``device: cpu`` (its trainings then take no GPU)."""
-        from ..pba.run import local_gpus
+        return 0 if self.cfg.device == "cpu" else raycluster.local_gpus()
 
-        return 0 if self.cfg.device == "cpu" else local_gpus()
+    def _at_once(self, res: Resources, cpus: float, gpus: float) -> int:
+        """Trainings of ``res`` at once in ``cpus``/``gpus``: at least one (a training larger than the machine runs
+        alone), at most ``pipeline.max_parallel``."""
+        return max(1, raycluster.slots(cpus, gpus, res.cpus, res.gpus, self.cap))
 
     def __enter__(self) -> "Trainings":
         return self
@@ -268,19 +263,19 @@ class Trainings:
         """Join or start Ray (in this thread: ``ray.init`` wants the main one), then submit from a thread."""
         import ray
 
-        from ..pba.run import ray_session
         from ..plugins import plugin_state
         from .setup import share
 
-        self._stack.enter_context(ray_session(self.address, os.cpu_count() or 1, self._local_gpus()))
-        cpus, gpus, per_node = _cluster_resources()
+        self._stack.enter_context(raycluster.ray_session(self.address, os.cpu_count() or 1, self._local_gpus()))
+        ray_has = raycluster.cluster_resources()
         if self.cfg.device == "cpu":
-            gpus, per_node = 0.0, (per_node[0], 0)
+            ray_has = ray_has._replace(gpus=0.0, node_gpus=0)
+        cpus, gpus = ray_has.cpus, ray_has.gpus
         self.capacity = Resources(cpus, gpus)
         where = f"the Ray cluster at {self.address}" if self.address else f"a local Ray ({cpus:g} CPUs)"
         for role in ("teacher", "student"):
-            self.resources[role] = res = training_resources(self._train_cfg(role), per_node[0], per_node[1])
-            self.slots[role] = at_once(res, cpus, gpus, self.cap)
+            self.resources[role] = res = training_resources(self._train_cfg(role), ray_has.node_cpus, ray_has.node_gpus)
+            self.slots[role] = self._at_once(res, cpus, gpus)
             self.say(f"── {role} trainings: {self.slots[role]} at once on {where}, {res.line()}")
         self._data = ray.put(share(self.prep.full, self.prep.normalizer))
         self._plugins = plugin_state()
@@ -319,8 +314,8 @@ class Trainings:
             return False
         res = self.resources[job.role]
         used = [held, *(self.resources[j.role] for j in self.running.values())]
-        return (sum(r.cpus for r in used) + res.cpus <= self.capacity.cpus + 1e-9
-                and sum(r.gpus for r in used) + res.gpus <= self.capacity.gpus + 1e-9)
+        free = (self.capacity.cpus - sum(r.cpus for r in used), self.capacity.gpus - sum(r.gpus for r in used))
+        return raycluster.slots(*free, res.cpus, res.gpus) >= 1
 
     def _submit(self) -> None:
         """Start what is ready and fits: first the trainings others wait for (teachers), then in queue order."""
@@ -377,16 +372,6 @@ class Trainings:
             for ref in list(self.running):
                 ray.cancel(ref, force=True)
             self.running.clear()
-
-
-def _cluster_resources() -> tuple[float, float, tuple[int, int]]:
-    """The Ray session's total CPUs and GPUs, and those of its largest node (what one training may take)."""
-    import ray
-
-    total = ray.cluster_resources()
-    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
-    per_node = max(((int(r.get("CPU", 0)), int(r.get("GPU", 0))) for r in nodes), default=(1, 0))
-    return float(total.get("CPU", 1)), float(total.get("GPU", 0)), per_node
 
 
 def _result(ref: Any, job: Job) -> dict[str, Any]:
