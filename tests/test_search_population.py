@@ -146,3 +146,21 @@ def test_a_trial_gives_the_same_result_on_a_worker_that_ran_another_trial(args):
         for r in reused.rows]
     other_seed = TrialWorker(make_trial_trainer, args, 1).run(Task("b", 24, Z, start.state, 2))
     assert not _same(_weights(fresh), _weights(other_seed))  # the data stream is the trial's own
+
+
+def test_on_cuda_a_trial_asks_torch_for_deterministic_kernels_and_on_the_cpu_changes_nothing(monkeypatch):
+    from rolekd.pba import trainable
+
+    calls = []
+    monkeypatch.setattr(trainable.torch, "use_deterministic_algorithms", lambda on, warn_only: calls.append((on, warn_only)))
+    monkeypatch.setattr(trainable.torch.backends.cudnn, "benchmark", True)
+    monkeypatch.setattr(trainable.torch.backends.cudnn, "deterministic", False)
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    trainable.make_deterministic(torch.device("cpu"))
+    assert calls == [] and trainable.torch.backends.cudnn.benchmark is True
+    trainable.make_deterministic(torch.device("cuda", 0))
+    assert calls == [(True, True)]
+    assert trainable.torch.backends.cudnn.deterministic is True and trainable.torch.backends.cudnn.benchmark is False
+    import os
+
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
