@@ -257,19 +257,22 @@ class SearchConfig(_Section):
         "as PBA searched for as long as it retrained (200)"
     )
     perturbation_interval: int = Field(
-        3, ge=1, description="epochs between a trial's exploit-and-explore steps (and its checkpoints)"
+        3, ge=1, description="epochs of a generation: every live trial trains this many epochs, then the "
+        "population is ranked at that one epoch, exploits and explores, and its state is saved for --resume"
     )
     quantile: float = Field(
-        0.25, gt=0, le=0.5, description="at each step a trial in this bottom fraction of the population clones one in "
-        "the top fraction (weights and policy), then explores (PBA: 0.25)"
+        0.25, gt=0, le=0.5, description="at the end of each generation every trial in this bottom fraction of the "
+        "population clones the state of one in the top fraction (weights, optimiser, policies so far), then explores "
+        "its policy (PBA: 0.25)"
     )
     resample_probability: float = Field(
         0.2, ge=0, le=1, description="explore: chance that each of a cloned policy's 60 integers is drawn anew "
         "instead of shifted by up to 3 (PBA: 0.2)"
     )
     cpus_per_trial: float = Field(
-        1.0, gt=0, description="CPUs Ray gives each trial; the population runs all at once only when "
-        "population x this fits"
+        1.0, gt=0, description="CPUs Ray gives each trial, and its torch threads (floor, at least 1: part "
+        "of what a reproducible search must keep); the population trains all at once when population x this fits, "
+        "else in turns within each generation"
     )
     gpus_per_trial: float = Field(
         0.0, ge=0, description="share of a GPU per trial (0.25: four trials a GPU); needed when the device is CUDA"

@@ -104,6 +104,13 @@ class TrialWorker:
         self.built_for: int | None = None  # the trial seed ``parts`` were built with
 
     def run(self, task: Task) -> Outcome:
+        try:
+            return self._run(task)
+        except BaseException:
+            self.parts, self.built_for = None, None  # a retry starts from a trainer no failed epoch touched
+            raise
+
+    def _run(self, task: Task) -> Outcome:
         t0 = time.perf_counter()
         if task.state is None or self.built_for != task.seed:  # a factory may build each trial differently
             self.parts = None  # free the previous trial's model before building the next
