@@ -239,6 +239,7 @@ class _Generations:
         self.logs = {name: MetricsLog(out / TRIALS / name, resume_epoch=t.epoch, filename=PROGRESS)
                      for name, t in state.trials.items()}
         self.exploits = state.history_lines
+        self.measured = {name: t.val_acc for name, t in state.trials.items() if t.val_acc is not None}  # for the line
         self._t0 = time.perf_counter()
         self._done_trial_epochs = 0
         if display is not None:
@@ -332,6 +333,7 @@ class _Generations:
         trial.policies += [list(trial.policy) for _ in range(trained)]
         trial.epoch = stop
         trial.val_acc = outcome.rows[-1].get("val_acc") if outcome.rows else None
+        self.measured[trial.name] = trial.val_acc
         log = self.logs[trial.name]
         for row in outcome.rows:
             log.append({**row, "generation": self.state.generation + 1})
@@ -356,7 +358,8 @@ class _Generations:
         left = sum(self.state.epochs - t.epoch for t in trials)
         rate = (time.perf_counter() - self._t0) / self._done_trial_epochs if self._done_trial_epochs else None
         self.display.update(self.state.generation, running, waiting, self.state.epoch,
-                            [t.val_acc for t in trials if t.val_acc is not None], self.exploits,
+                            [a for n, a in self.measured.items() if a is not None and n in self.state.trials],
+                            self.exploits,
                             rate * left if rate is not None else None, force=force)
 
     def close(self) -> None:
