@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("search", help="population based augmentation search for one role",
-                       description="PBA on Ray Tune: search an augmentation schedule for the teacher (stage α) or "
+                       description="PBA on Ray: search an augmentation schedule for the teacher (stage α) or "
                        "for the student trained with KD from a fixed teacher (stage β). Writes schedule.json.")
     _common(p)
     p.add_argument("--role", choices=["teacher", "student"], required=True)
