@@ -102,8 +102,8 @@ def disk_full(path: str | Path, needed: int | None) -> DiskFullError:
     except OSError:
         free = "free space unknown"
     need = f"needs {human_bytes(needed)}" if needed is not None else "needs more space"
-    return DiskFullError(errno.ENOSPC, f"no space left on device to write {path} ({need}, {free} in {folder}); "
-                                       f"it was left as it was")
+    return DiskFullError(errno.ENOSPC, f"no space left on device to write {path}: {need}, {free} in {folder} "
+                                       "(nothing half-written was left)")
 
 
 def human_bytes(n: int) -> str:

@@ -335,16 +335,18 @@ def _fit_epochs(trainer: Trainer, out: Path | None, log: MetricsLog | None, meta
 
 def _save_epoch(trainer: Trainer, out: Path, log: MetricsLog, record: dict[str, Any], meta: dict[str, Any],
                 acc: float) -> None:
-    """The epoch's metrics line, ``last.pt`` and (when it is the best) ``best.pt``; a full disk names the last
-    good checkpoint, which the atomic writes keep."""
+    """The epoch's metrics line, ``best.pt`` (when it is the best) and then ``last.pt``: a failure before
+    ``last.pt`` is replaced replays the epoch on resume, so ``best.pt`` never lags the best epoch that ``last.pt``
+    records. A full disk names the last good checkpoint, which the atomic writes keep."""
     best_acc, best_epoch = record["best_acc"], record["best_epoch"]
+    state = {**trainer.state_dict(), "meta": meta, "best_acc": best_acc, "best_epoch": best_epoch}
     try:
         log.append(record)
-        state = {**trainer.state_dict(), "meta": meta, "best_acc": best_acc, "best_epoch": best_epoch}
-        save_checkpoint(out / "last.pt", state)
         if best_epoch == record["epoch"]:
             save_checkpoint(out / "best.pt", {"model": state["model"], "meta": meta, "epoch": record["epoch"], "acc": acc})
+        save_checkpoint(out / "last.pt", state)
     except DiskFullError as exc:
-        last = out / "last.pt"
-        kept = f"kept the last good checkpoint {last}" if last.exists() else "no checkpoint written yet"
-        raise DiskFullError(exc.errno, f"{exc} at epoch {record['epoch']}; {kept}") from None
+        last, kept = out / "last.pt", record["epoch"] - 1
+        said = f"kept the last good checkpoint {last} (epoch {kept})" if kept and last.exists() else \
+            "no checkpoint was written yet"
+        raise DiskFullError(exc.errno, f"epoch {record['epoch']}: {exc}; {said}") from None
