@@ -1,4 +1,4 @@
-"""metrics.jsonl appended a line an epoch and TensorBoard scalars beside it (training/events.py, atomic.append_jsonl)."""
+"""metrics.jsonl appended a line an epoch, TensorBoard scalars beside it (training/events.py, atomic.append_jsonl)."""
 
 import json
 import struct
