@@ -1,7 +1,8 @@
 """The output folder of every command (`rolekd run`, `train`, `distill`, `search`): it belongs to one config.
 
 ``config.yaml`` is written when the folder is claimed; ``--resume`` compares against it, so a run is never
-continued with another lr or another data subset without a word.
+continued with another lr or another data subset without a word. A claimed folder is also locked (``.lock``) for
+as long as the command runs, so two processes never write one folder.
 """
 
 from __future__ import annotations
