@@ -254,6 +254,26 @@ def main(argv: list[str] | None = None) -> int:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"rolekd: error: {msg}", file=sys.stderr)
         return 2
+    except Exception as exc:  # a full disk, wherever it struck (torch.save says so in a RuntimeError): one line
+        from ..atomic import is_disk_full
+
+        if os.environ.get("ROLEKD_DEBUG") or not is_disk_full(exc):
+            raise
+        again = "rerun with --resume to continue" if hasattr(args, "resume") else "rerun"
+        print(f"rolekd: error: {_disk_full_line(exc)}; free space there and {again}", file=sys.stderr)
+        return 2
+
+
+def _disk_full_line(exc: BaseException) -> str:
+    """The :class:`~rolekd.atomic.DiskFullError`'s line, or the file an ENOSPC from elsewhere named."""
+    from ..atomic import DiskFullError
+
+    while exc is not None and not isinstance(exc, OSError):
+        exc = exc.__cause__ or exc.__context__
+    if isinstance(exc, DiskFullError):
+        return str(exc)
+    where = f" to write {exc.filename}" if isinstance(exc, OSError) and exc.filename else ""
+    return f"no space left on device{where}"
 
 if __name__ == "__main__":
     sys.exit(main())

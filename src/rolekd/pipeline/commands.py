@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, ContextManager, Mapping, Sequence
 
 from ..config import ExperimentConfig, FieldDoc, Role
+from .folders import releases_claims
 
 ConfigLike = ExperimentConfig | str | Path | Mapping[str, Any] | None
 ProgressFactory = Callable[[str, int], ContextManager[Callable | None]]
@@ -100,6 +101,7 @@ def distill(config: ConfigLike, teacher: str | Path, *, out: str | Path | None =
                        progress, say)
 
 
+@releases_claims
 def _train_role(cfg: ExperimentConfig, role: Role, out: Path, schedule: str | Path | None,
                 teacher_path: str | Path | None, resume: bool, data_dir: str | None,
                 progress: ProgressFactory | None, say: Say) -> TrainResult:

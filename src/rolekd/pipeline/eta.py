@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
+from ..atomic import read_jsonl
 from .stages import Role
 
 SUMMARY = "search_summary.json"
@@ -43,11 +44,10 @@ class PlannedSearch:
 
 def epoch_times(folder: Path) -> list[float]:
     """Seconds of each finished epoch of the training in ``folder`` (none when it has not started)."""
-    path = folder / "metrics.jsonl"
     try:
-        return [json.loads(line)["time_s"] for line in path.read_text().splitlines() if line.strip()]
+        return [row["time_s"] for row in read_jsonl(folder / "metrics.jsonl")]  # a line being written is skipped
     except (OSError, ValueError, KeyError):
-        return []  # not started, or a line being replaced right now
+        return []  # not started
 
 
 class RunEta:

@@ -25,9 +25,10 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 
 from .. import raycluster
+from ..atomic import append_jsonl
 from ..augment.schedule import Schedule
 from ..config import TrainConfig, TrainingConfig
-from ..training import atomic_write_text, load_checkpoint
+from ..training import load_checkpoint
 from .eta import after_line, clock, epoch_times
 from .setup import Prepared
 from .stages import Role, TeacherHandle
@@ -392,12 +393,9 @@ def _result(ref: Any, job: Job) -> dict[str, Any]:
 
 
 def _append_record(path: Path, job: Job, result: dict[str, Any]) -> None:
-    import json
-
-    line = {"row": job.key, "seed": job.seed, "folder": str(job.folder), "node": result["node"], "pid": result["pid"],
-            "wall_s": result["wall_s"]}
-    text = path.read_text() if path.is_file() else ""
-    atomic_write_text(path, text + json.dumps(line) + "\n")
+    """One line per finished training, appended (the file is never rewritten; a torn last line is cut off)."""
+    append_jsonl(path, {"row": job.key, "seed": job.seed, "folder": str(job.folder), "node": result["node"],
+                        "pid": result["pid"], "wall_s": result["wall_s"]})
 
 
 class _Board:

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..atomic import read_jsonl
 from ..config import DataConfig, ExperimentConfig
 from ..training import atomic_write_json, atomic_write_text
 from .folders import seed_folder
@@ -41,7 +42,7 @@ def collect_row(out: Path, row: "Row", seeds: list[int]) -> dict[str, Any] | Non
         path = seed_folder(out / row.folder, seed) / "metrics.jsonl"
         if not path.is_file():
             return None
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        rows = read_jsonl(path)  # a torn last line (a killed training) is skipped
         evaluated = [r for r in rows if "val_acc" in r]  # every train.eval_every epochs and the last
         accs = [r["val_acc"] for r in evaluated]
         last.append(accs[-1])

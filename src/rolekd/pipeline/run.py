@@ -18,7 +18,7 @@ from typing import Any, Callable, ContextManager, Literal
 from ..config import ExperimentConfig, TrainingConfig
 from ..training import atomic_write_json
 from .eta import SUMMARY, after_line, PlannedSearch, PlannedTraining, RunEta
-from .folders import CONFIG_FILE, OutputFolderError, claim_folder, seed_folder
+from .folders import CONFIG_FILE, OutputFolderError, claim_folder, releases_claims, seed_folder
 from .parallel import Job, Resources
 from .preflight import Training, preflight, validate_names
 from .setup import Prepared, prepare
@@ -164,6 +164,7 @@ class Pipeline:
         self.teachers: dict[int, TeacherHandle] = {}
 
     # -- stages ----------------------------------------------------------------------------------
+    @releases_claims
     def run(self) -> dict[str, Any]:
         cfg = self.cfg
         validate_names(cfg)

@@ -20,12 +20,13 @@ from ..config import ExperimentConfig, TrainingConfig
 from ..plugins import load_plugins, plugin_state
 from ..pba import SearchResult, TrialParts, run_search
 from ..pba.generations import STATE
-from .folders import claim_folder, claim_teacher
+from .folders import claim_folder, claim_teacher, releases_claims
 from ..quant import load_network
 from .setup import Prepared, prepare, resolve_device, share, unshare
 from .stages import Role, TeacherHandle, build_role_trainer, check_objective, initialize_objective, load_teacher
 
 
+@releases_claims
 def search_command(
     cfg: ExperimentConfig,
     role: Role,

@@ -32,13 +32,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..atomic import make_dirs
 from ..augment.baseline import random_crop
 from ..config import ExperimentConfig, dump_config
 from ..data import Dataset, ImageSet, Normalizer
 from ..quant import load_network
 from ..training import atomic_write_json, atomic_write_text, evaluate_model
-from .folders import seed_folder
+from .folders import lock_folder, releases_claims, seed_folder
 from .setup import Prepared
 from .stages import load_teacher, train_network
 
@@ -130,6 +129,7 @@ def _accuracies(model: nn.Module, prep: Prepared, test_sets: dict[str, ImageSet]
     return {name: evaluate_model(model, data, prep.normalizer, batch_size)["acc"] for name, data in test_sets.items()}
 
 
+@releases_claims
 def run_shift_toy(
     cfg: ExperimentConfig,
     prep: Prepared,
@@ -140,8 +140,7 @@ def run_shift_toy(
     """Train the teacher and the three students per seed, evaluate them, write ``results.json`` and
     ``report.md`` in ``out_dir``; returns the results (``rows``: per model and seed, ``table``: markdown)."""
     check_toy_config(cfg)
-    out = Path(out_dir)
-    make_dirs(out)
+    out = lock_folder(out_dir)  # one process per folder
     atomic_write_text(out / "config.yaml", dump_config(cfg))
     progress = callback_factory or (lambda label, epochs: nullcontext(None))
     size = prep.full.image_shape[-1]

@@ -1,16 +1,21 @@
-"""A training's per-epoch record: ``metrics.jsonl`` (appended) and TensorBoard scalars beside it.
+"""A training's metrics as it goes: ``metrics.jsonl`` (one JSON object per epoch, appended, so a long run writes each
+line once and a kill leaves at most a torn last line) and the same numbers as TensorBoard scalars beside it, so
+``tensorboard --logdir RUN`` shows live curves of every training in a run.
 
-(Provisional: the house issue's version replaces this file; the API stays.)
+Used by :func:`rolekd.training.fit` and by search trials; it knows nothing of what the numbers mean.
 """
 
 from __future__ import annotations
 
 import json
-import numbers
+import os
+import time
 from pathlib import Path
 from typing import Any
 
-from ..atomic import atomic_write_text, make_dirs
+from ..atomic import DISK_FULL, append_jsonl, atomic_write_text, disk_full, make_dirs, read_jsonl
+
+EVENTS_PREFIX = "events.out.tfevents."  # TensorBoard finds event files by this name
 
 
 class MetricsLog:
@@ -18,43 +23,93 @@ class MetricsLog:
     step=record['epoch']."""
 
     def __init__(self, folder: str | Path, resume_epoch: int | None = None, filename: str = "metrics.jsonl") -> None:
+        """``resume_epoch`` None: start afresh (an old file and its event files are removed); an int: keep the rows
+        with ``epoch <= resume_epoch`` (rewritten once, only when some are dropped) and hide later steps of the old
+        event files in TensorBoard, as a resumed run replays them."""
         self.folder = make_dirs(folder)
         self.path = self.folder / filename
-        kept = [r for r in self.rows() if resume_epoch is not None and r.get("epoch", 0) <= resume_epoch]
-        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+        self._suffix = f".{Path(filename).stem}"  # event files of this log only: several logs may share a folder
         self._writer: Any = None
+        self._failed = False
+        self._purge_from = None if resume_epoch is None else int(resume_epoch) + 1
+        if resume_epoch is None:
+            self.path.unlink(missing_ok=True)
+            for old in self.folder.glob(f"{EVENTS_PREFIX}*{self._suffix}"):
+                old.unlink()
+        else:
+            self._truncate(int(resume_epoch))
 
-    def rows(self) -> list[dict[str, Any]]:
+    def _truncate(self, epoch: int) -> None:
+        """Drop rows past ``epoch`` (and a torn last line) in one atomic rewrite, when there are any."""
         if not self.path.is_file():
-            return []
-        rows = []
-        for line in self.path.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except ValueError:
-                break  # a torn last line from a kill
-        return rows
+            return
+        kept = [r for r in read_jsonl(self.path) if r.get("epoch", 0) <= epoch]
+        text = "".join(json.dumps(r) + "\n" for r in kept)
+        if self.path.read_text() != text:
+            atomic_write_text(self.path, text)
 
-    def append(self, record: dict[str, Any]) -> None:
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+    def rows(self) -> list[dict]:
+        """What the file holds now (a torn last line skipped)."""
+        return read_jsonl(self.path)
+
+    def append(self, record: dict) -> None:
+        """One line in ``metrics.jsonl``, then its numbers as scalars at ``step=record['epoch']``; one flush each."""
+        if not isinstance(record.get("epoch"), int) or isinstance(record.get("epoch"), bool):
+            raise ValueError(f"a metrics record needs an integer 'epoch' (the step of its scalars); got "
+                             f"{record.get('epoch')!r} in a record with keys {sorted(record)}")
+        append_jsonl(self.path, record)
+        self._write_scalars(record)
+
+    def _write_scalars(self, record: dict) -> None:
+        from tensorboardX.proto.event_pb2 import Event
+        from tensorboardX.proto.summary_pb2 import Summary
+
+        values = [Summary.Value(tag=k, simple_value=float(v)) for k, v in record.items()
+                  if k != "epoch" and isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if not values:
+            return
+        try:
+            writer = self._events()
+            writer.write_event(Event(wall_time=time.time(), step=record["epoch"], summary=Summary(value=values)))
+            writer.flush()
+        except OSError as exc:
+            self._failed = True
+            if exc.errno in DISK_FULL:
+                events = self.event_files
+                raise disk_full(events[-1] if events else self.folder / EVENTS_PREFIX, None) from None
+            raise
+
+    def _events(self) -> Any:
+        """The event file, opened at the first scalar (a log that never gets one leaves no empty file); a resumed
+        log starts with TensorBoard's purge marker, which hides the old files' steps from ``resume_epoch + 1`` on."""
         if self._writer is None:
-            from tensorboardX import SummaryWriter
+            from tensorboardX.event_file_writer import EventsWriter
+            from tensorboardX.proto.event_pb2 import Event, SessionLog
 
-            self._writer = SummaryWriter(str(self.folder))
-        step = int(record.get("epoch", 0))
-        for key, value in record.items():
-            if isinstance(value, numbers.Real) and not isinstance(value, bool) and key != "epoch":
-                self._writer.add_scalar(key, float(value), step)
-        self._writer.flush()
+            unique = f".{time.time_ns()}.{os.getpid()}"  # the name's time has whole seconds; sorts as written
+            self._writer = EventsWriter(str(self.folder / "events"), unique + self._suffix)
+            if self._purge_from is not None:
+                self._writer.write_event(Event(step=self._purge_from, session_log=SessionLog(status=SessionLog.START)))
+        return self._writer
+
+    @property
+    def event_files(self) -> list[Path]:
+        """This log's TensorBoard event files in the folder, oldest first."""
+        return sorted(self.folder.glob(f"{EVENTS_PREFIX}*{self._suffix}"))
 
     def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        """Close the event file (a file that already failed to write is closed without raising again)."""
+        writer, self._writer = self._writer, None
+        if writer is None:
+            return
+        try:
+            writer.close()
+        except OSError:
+            if not self._failed:
+                raise
 
     def __enter__(self) -> "MetricsLog":
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()

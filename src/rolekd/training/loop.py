@@ -7,9 +7,9 @@ run folder around it: JSON-lines metrics, atomic ``last.pt``/``best.pt``, resume
 
 from __future__ import annotations
 
-import json
 import math
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -18,11 +18,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..atomic import make_dirs
+from ..atomic import DiskFullError, make_dirs
 from ..augment.base import AugmentContext, Augmenter, Batch
 from ..config import TrainConfig
 from ..data.tensors import ImageSet, Normalizer, batch_indices, steps_per_epoch
-from .checkpoint import CheckpointError, atomic_write_text, check_weights, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, check_weights, load_checkpoint, save_checkpoint
+from .events import MetricsLog
 from .fastpath import resolve_fast_path
 from .objective import Objective, StepContext, StepOutput, total_loss
 
@@ -260,17 +261,6 @@ class FitResult:
     history: list[dict[str, Any]]
 
 
-def _read_metrics(path: Path, upto_epoch: int) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [r for r in rows if r.get("epoch", 0) <= upto_epoch]
-
-
-def _write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
-    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
-
-
 def fit(
     trainer: Trainer,
     out_dir: str | Path | None,
@@ -284,25 +274,40 @@ def fit(
     keep metrics and checkpoints. The best epoch is the best evaluated one (train accuracy without an eval set).
 
     ``resume`` continues from ``out_dir/last.pt``; metrics past the checkpoint's epoch (written by a
-    run killed mid-save) are dropped, so a resumed run ends identical to an uninterrupted one.
+    run killed mid-save) are dropped, so a resumed run ends identical to an uninterrupted one. Metrics are appended
+    (``metrics.jsonl`` and TensorBoard events, :class:`~rolekd.training.events.MetricsLog`); a full disk is one
+    line (:class:`~rolekd.atomic.DiskFullError`) and the last good checkpoint stays.
     """
     out = Path(out_dir) if out_dir is not None else None
     history: list[dict[str, Any]] = []
     best_acc, best_epoch = -1.0, 0
+    log: MetricsLog | None = None
     if out is not None:
         make_dirs(out)
         last = out / "last.pt"
         if last.exists() and not resume:
             raise CheckpointError(f"{out} already holds a run (last.pt); pass --resume to continue it or choose another --out")
-        if resume and last.exists():
+        resumed = resume and last.exists()
+        if resumed:
             state = load_checkpoint(last, map_location=trainer.device)
             check_weights(trainer.model, state, f"--resume: {last}", meta or {})
             trainer.load_state_dict(state)
             best_acc, best_epoch = state.get("best_acc", -1.0), state.get("best_epoch", 0)
-            history = _read_metrics(out / "metrics.jsonl", trainer.epoch)
-            if callback:
-                callback("resume", {"epoch": trainer.epoch})
-    meta = dict(meta or {})
+        log = MetricsLog(out, trainer.epoch if resumed else None)
+        history = log.rows()
+        if resumed and callback:
+            callback("resume", {"epoch": trainer.epoch})
+    with log or nullcontext():
+        best_acc, best_epoch = _fit_epochs(trainer, out, log, dict(meta or {}), history, best_acc, best_epoch,
+                                           callback, eval_batch_size, eval_every)
+    return FitResult(history[-1] if history else {}, best_acc, best_epoch, history)
+
+
+def _fit_epochs(trainer: Trainer, out: Path | None, log: MetricsLog | None, meta: dict[str, Any],
+                history: list[dict[str, Any]], best_acc: float, best_epoch: int, callback: Callback | None,
+                eval_batch_size: int, eval_every: int) -> tuple[float, int]:
+    """The epochs left, each appended to ``history`` (and to ``log`` with the checkpoints, when ``out``); returns
+    the best accuracy and its epoch."""
     total = trainer.num_epochs
     evaluates = trainer.eval_set is not None and len(trainer.eval_set) > 0
     while trainer.epoch < total:
@@ -321,12 +326,27 @@ def fit(
             best_acc, best_epoch = acc, record["epoch"]
         record["best_acc"], record["best_epoch"] = best_acc, best_epoch
         history.append(record)
-        if out is not None:
-            _write_metrics(out / "metrics.jsonl", history)
-            state = {**trainer.state_dict(), "meta": meta, "best_acc": best_acc, "best_epoch": best_epoch}
-            save_checkpoint(out / "last.pt", state)
-            if best_epoch == record["epoch"]:
-                save_checkpoint(out / "best.pt", {"model": state["model"], "meta": meta, "epoch": record["epoch"], "acc": acc})
+        if out is not None and log is not None:
+            _save_epoch(trainer, out, log, record, meta, acc)
         if callback:
             callback("epoch", {**record, "epochs": total})
-    return FitResult(history[-1] if history else {}, best_acc, best_epoch, history)
+    return best_acc, best_epoch
+
+
+def _save_epoch(trainer: Trainer, out: Path, log: MetricsLog, record: dict[str, Any], meta: dict[str, Any],
+                acc: float) -> None:
+    """The epoch's metrics line, ``best.pt`` (when it is the best) and then ``last.pt``: a failure before
+    ``last.pt`` is replaced replays the epoch on resume, so ``best.pt`` never lags the best epoch that ``last.pt``
+    records. A full disk names the last good checkpoint, which the atomic writes keep."""
+    best_acc, best_epoch = record["best_acc"], record["best_epoch"]
+    state = {**trainer.state_dict(), "meta": meta, "best_acc": best_acc, "best_epoch": best_epoch}
+    try:
+        log.append(record)
+        if best_epoch == record["epoch"]:
+            save_checkpoint(out / "best.pt", {"model": state["model"], "meta": meta, "epoch": record["epoch"], "acc": acc})
+        save_checkpoint(out / "last.pt", state)
+    except DiskFullError as exc:
+        last, kept = out / "last.pt", record["epoch"] - 1
+        said = f"kept the last good checkpoint {last} (epoch {kept})" if kept and last.exists() else \
+            "no checkpoint was written yet"
+        raise DiskFullError(exc.errno, f"epoch {record['epoch']}: {exc}; {said}") from None
