@@ -151,8 +151,10 @@ def _without_times(path: Path) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_the_same_seed_gives_the_same_search_and_another_seed_another(tmp_path, ray_cleanup):
-    runs = {name: _search(tmp_path / name, seed=seed) for name, seed in (("a", 0), ("b", 0), ("c", 1))}
+def test_the_same_seed_gives_the_same_search_in_turns_or_at_once_and_another_seed_another(tmp_path, ray_cleanup):
+    # b takes turns (2 trials at a time) where a trains all 4 at once: the same search all the same
+    runs = {"a": _search(tmp_path / "a", seed=0), "b": _search(tmp_path / "b", seed=0, max_concurrent=2),
+            "c": _search(tmp_path / "c", seed=1)}
     a, b, c = (tmp_path / n for n in "abc")
     assert (a / "schedule.json").read_bytes() == (b / "schedule.json").read_bytes()
     assert _without_times(a / "history.jsonl") == _without_times(b / "history.jsonl") != []
