@@ -9,7 +9,8 @@ import pytest
 import ray
 
 from rolekd.config import TrainConfig, load_config
-from rolekd.pipeline.parallel import RECORD, Resources, Trainings, training_resources
+from rolekd.pipeline.parallel import RECORD, Resources, training_resources
+from rolekd.pipeline.resources import at_once, local_gpus
 from rolekd.pipeline.run import run_pipeline
 
 # tiny demo, 2 seeds, a fixed schedule for stage α and only the rows that need no search of their own but A_S
@@ -44,15 +45,12 @@ def test_one_training_per_slot_from_the_roles_resources():
     assert training_resources(TrainConfig(), cpus=16, gpus=4) == Resources(4.0, 1.0)  # a GPU and a CPU share each
     assert training_resources(TrainConfig(cpus=2), cpus=8, gpus=0) == Resources(2.0, 0.0)
     # how many at once: raycluster.slots (tests/test_raycluster.py), at least one, at most pipeline.max_parallel
-    cfg = load_config("demo", ["device=cpu"]).training()
-    uncapped, capped = (Trainings(cfg, None, None, address=None, cap=cap, train_here=None, record_time=None, say=quiet)
-                        for cap in (None, 3))
-    assert uncapped._at_once(Resources(8.0, 0.0), 8, 0) == 1
-    assert uncapped._at_once(Resources(2.0, 0.0), 8, 0) == 4
-    assert capped._at_once(Resources(2.0, 0.0), 8, 0) == 3  # pipeline.max_parallel
-    assert uncapped._at_once(Resources(1.0, 1.0), 16, 2) == 2  # GPUs bound it
-    assert uncapped._at_once(Resources(0.5, 0.25), 16, 1) == 4  # trainings sharing one GPU
-    assert uncapped._at_once(Resources(4.0, 0.0), 2, 0) == 1  # a training larger than the machine still runs
+    assert at_once(Resources(8.0, 0.0), 8, 0, cap=None) == 1
+    assert at_once(Resources(2.0, 0.0), 8, 0, cap=None) == 4
+    assert at_once(Resources(2.0, 0.0), 8, 0, cap=3) == 3  # pipeline.max_parallel
+    assert at_once(Resources(1.0, 1.0), 16, 2, cap=None) == 2  # GPUs bound it
+    assert at_once(Resources(0.5, 0.25), 16, 1, cap=None) == 4  # trainings sharing one GPU
+    assert at_once(Resources(4.0, 0.0), 2, 0, cap=None) == 1  # a training larger than the machine still runs
 
 
 @pytest.mark.slow
@@ -132,12 +130,13 @@ def _metrics(folder, times):
 
 
 def test_progress_shows_each_training_in_flight_once_per_epoch_with_its_eta_and_the_runs(tmp_path):
-    from rolekd.pipeline.parallel import Job, _Board
+    from rolekd.pipeline.parallel import Job
+    from rolekd.pipeline.progress_board import Board
 
     jobs = [Job("student_kd", "student", seed, tmp_path / f"seed{seed}", 10) for seed in (0, 1)]
     _metrics(jobs[0].folder, [3.0, 3.0])
     said: list[str] = []
-    board = _Board(said.append, lambda: "run ETA 1:00")
+    board = Board(said.append, lambda: "run ETA 1:00")
     board.show(jobs)
     board.show(jobs)  # nothing new: nothing said
     assert said == ["   student_kd (seed 0): epoch 2/10, ETA 0:24 │ run ETA 1:00"]  # 8 epochs left at 3 s
@@ -177,11 +176,11 @@ def test_a_cpu_config_takes_no_gpu_even_where_one_is_present(monkeypatch):
     cfg = load_config("demo", ["device=cpu"])
     trainings = Trainings(cfg.training(), None, None, address=None, cap=None, train_here=None, record_time=None,
                           say=quiet)
-    assert trainings._local_gpus() == 0
-    assert parallel.training_resources(cfg.teacher.train, 8, trainings._local_gpus()).gpus == 0.0
+    assert local_gpus(cfg.device) == 0 and trainings.jobs.capacity.gpus == 0.0
+    assert parallel.training_resources(cfg.teacher.train, 8, local_gpus(cfg.device)).gpus == 0.0
     auto = Trainings(load_config("demo").training(), None, None, address=None, cap=None, train_here=None,
                      record_time=None, say=quiet)
-    assert auto._local_gpus() == 4
+    assert local_gpus(load_config("demo").device) == 4 and auto.jobs.capacity.gpus == 4.0
 
 
 def _trainings(cfg, prep, out, said, trained=None):
@@ -204,7 +203,7 @@ def test_in_one_slot_the_queue_trains_in_order_only_as_far_as_a_wait_needs_and_a
     s1 = Job("student_kd", "student", 1, tmp_path / "s1", 2, after=t1.label)
     with trainings:
         trainings.add([t0, s1, t1])  # the student of seed 1 is queued before its teacher
-        assert trainings._next_up() == [t1, t0]  # on Ray: first the teacher a student waits for; the student after it
+        assert trainings.jobs.next_up() == [t1, t0]  # on Ray: first the teacher a student waits for; the student after it
         trainings.wait([t0.label])
         assert trained == [t0.label]  # only as far as the stage-β search needs
         trainings.wait()
@@ -265,12 +264,12 @@ def test_on_ray_a_wait_returns_while_other_trainings_go_on_and_a_student_starts_
         trainings.add([teacher, on_teacher, student])
         assert trainings.on_ray
         trainings.wait([student.label])  # returns although the teacher is still training (it waits for `go`)
-        assert trainings.finished == {student.label}
-        assert [j.label for j in trainings.running.values()] == [teacher.label]
-        assert [j.label for j in trainings.queue] == [on_teacher.label] and not on_teacher.folder.exists()
+        assert trainings.jobs.finished == {student.label}
+        assert [j.label for j in trainings.jobs.running.values()] == [teacher.label]
+        assert [j.label for j in trainings.jobs.queued] == [on_teacher.label] and not on_teacher.folder.exists()
         go.touch()
         trainings.wait()
-    assert trainings.finished == {student.label, teacher.label, on_teacher.label}
+    assert trainings.jobs.finished == {student.label, teacher.label, on_teacher.label}
     rows = [json.loads(line)["row"] for line in (tmp_path / RECORD).read_text().splitlines()]
     assert rows == ["student_vanilla", "teacher_alpha", "student_kd"]  # in the order they finished
 
@@ -280,27 +279,26 @@ def test_while_a_search_runs_new_trainings_get_only_what_its_trials_leave(tmp_pa
 
     cfg = load_config("demo", ["device=cpu", "teacher.train.cpus=2", "student.train.cpus=2"])
     trainings = _trainings(cfg, None, tmp_path, [])
-    trainings.capacity = Resources(8.0, 0.0)  # what _start reads from Ray
+    trainings.jobs.capacity = Resources(8.0, 0.0)  # what RayTrainings.start reads from Ray
     job = Job("teacher_vanilla", "teacher", 0, tmp_path / "t", 2)
-    trainings.running = {"ref1": job, "ref2": job}  # 4 of 8 CPUs training
-    assert trainings._fits(job)
+    trainings.jobs.running = {"ref1": job, "ref2": job}  # 4 of 8 CPUs training
+    assert trainings.jobs.fits(job)
     with trainings.reserved(Resources(4.0, 1.0)):  # the search's 4 CPUs (its GPU share: none here to keep)
-        assert not trainings._fits(job)
-        trainings.running = {}
-        assert trainings._fits(job)  # 4 left beside the search
+        assert not trainings.jobs.fits(job)
+        trainings.jobs.running = {}
+        assert trainings.jobs.fits(job)  # 4 left beside the search
     with trainings.reserved(Resources(8.0, 0.0)):
-        assert not trainings._fits(job)  # nothing left: trainings wait for the search, even on an idle machine
-    assert trainings._fits(job)  # the search is over
+        assert not trainings.jobs.fits(job)  # nothing left: trainings wait for the search, even on an idle machine
+    assert trainings.jobs.fits(job)  # the search is over
     # kept from the moment the training the search waits for finishes, before the loop can hand its CPUs on
     teacher = Job("teacher_alpha", "teacher", 0, tmp_path / "a", 2)
-    trainings.running = {"ref1": teacher}
+    trainings.jobs.running = {"ref1": teacher}
     with trainings.reserved(Resources(7.0, 0.0), after=teacher.label):
-        assert trainings._fits(job)  # the teacher is still training: nothing kept yet
+        assert trainings.jobs.fits(job)  # the teacher is still training: nothing kept yet
         with trainings._cv:
-            del trainings.running["ref1"]
-            trainings._finish(teacher)
-        assert not trainings._fits(job)  # 1 CPU left beside the search
-    assert trainings._fits(job)
+            trainings.jobs.stop("ref1")
+        assert not trainings.jobs.fits(job)  # 1 CPU left beside the search
+    assert trainings.jobs.fits(job)
 
 
 def test_a_jobs_epochs_are_the_ones_its_trainer_runs_and_complete_expects(tmp_path):

@@ -19,7 +19,7 @@ from ..config import ExperimentConfig, TrainingConfig
 from ..training import atomic_write_json
 from .eta import SUMMARY, after_line, PlannedSearch, PlannedTraining, RunEta
 from .folders import CONFIG_FILE, OutputFolderError, claim_folder, releases_claims, seed_folder
-from .parallel import Job, Resources
+from .parallel import Job, Resources, Trainings, job_label, torch_threads, train_job
 from .preflight import Training, preflight, validate_names
 from .setup import Prepared, prepare
 from .stages import TeacherHandle, load_teacher
@@ -178,8 +178,6 @@ class Pipeline:
         rows = plan_rows(cfg)
         preflight(cfg, self.prep, [Training(r.label, r.role, r.kd, r.warm_start, r.agents, r.schedule is not None)
                                    for r in rows], say=self.say)
-        from .parallel import Trainings
-
         self.eta = self._plan_eta(rows)
         trainings = Trainings(cfg.training(), self.prep, self.out, address=self.address, cap=cfg.pipeline.max_parallel,
                               train_here=self._train, record_time=self.state.add, say=self.say, eta=self.eta.line)
@@ -271,8 +269,6 @@ class Pipeline:
 
     def _teacher_label(self, seed: int) -> str:
         """The training that writes ``_teacher_path(seed)``."""
-        from .parallel import job_label
-
         return job_label("teacher_alpha", seed)
 
     def _teacher(self, seed: int) -> TeacherHandle:
@@ -296,8 +292,6 @@ class Pipeline:
 
     def _train(self, job: Job, cpus: float | None) -> None:
         """One job in this process (one training fits at a time), with its progress bar."""
-        from .parallel import torch_threads, train_job
-
         teacher = self._teacher(job.seed) if job.teacher else None
         with self.progress(job.label, job.epochs) as callback, torch_threads(cpus):
             train_job(self.cfg, self.prep, job, teacher, callback)
