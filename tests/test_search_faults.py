@@ -35,14 +35,16 @@ def _wait_for(condition, proc: subprocess.Popen, seconds: float = 400) -> None:
         time.sleep(0.5)
 
 
-def _trial_workers() -> list[int]:
-    """PIDs of Ray workers training a trial right now (title ``ray::TrialWorker.run``; an idle worker waiting at the
-    barrier would be replaced before its next task, and killing it would inject no fault into a trial)."""
+def _trial_workers(session: int) -> list[int]:
+    """PIDs of this test's Ray workers training a trial right now (title ``ray::TrialWorker.run``; an idle worker
+    waiting at the barrier would be replaced before its next task, and killing it would inject no fault into a
+    trial). Only processes of the command's own session: never another search's workers on the same machine."""
     pids = []
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:
-            if cmdline.read_bytes().startswith(b"ray::TrialWorker.run"):
-                pids.append(int(cmdline.parent.name))
+            pid = int(cmdline.parent.name)
+            if cmdline.read_bytes().startswith(b"ray::TrialWorker.run") and os.getsid(pid) == session:
+                pids.append(pid)
         except OSError:
             continue
     return pids
@@ -67,9 +69,9 @@ def test_a_killed_trial_worker_is_restarted_and_the_schedule_still_extracted(tmp
     try:
         recovered = lambda: "failed (its worker died" in log.read_text()  # noqa: E731
         for _ in range(3):  # mid-search: a generation is complete, the search not
-            _wait_for(lambda: _checkpointed(out) and _trial_workers(), proc)
+            _wait_for(lambda: _checkpointed(out) and _trial_workers(proc.pid), proc)
             try:
-                os.kill(_trial_workers()[0], signal.SIGKILL)
+                os.kill(_trial_workers(proc.pid)[0], signal.SIGKILL)
             except (ProcessLookupError, IndexError):
                 continue
             deadline = time.monotonic() + 20
