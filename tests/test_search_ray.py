@@ -109,6 +109,8 @@ def test_student_search_distils_from_the_teacher(tmp_path, data_dir, ray_cleanup
     kd_terms = [k for k in rows[0] if k.startswith("train_kd_")]
     assert kd_terms, f"no KD term logged: {sorted(rows[0])}"
     assert all(row[k] > 0 for row in rows for k in kd_terms)
+    summary = json.loads((out / "search_summary.json").read_text())
+    assert summary["failed_trials"] == [] and summary["exploits"] > 0
     # interval 2: validation only where the search ranks (epochs 2, 4) and at the end (6)
     assert sorted({row["epoch"] for row in rows if "val_acc" in row}) == [2, 4, 6]
 
