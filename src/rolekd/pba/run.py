@@ -37,7 +37,7 @@ from ..augment.policy import Policy
 from ..augment.schedule import Schedule
 from ..config import SearchConfig
 from ..raycluster import RayError, local_cpus, local_gpus, ray_session, slots
-from ..training import atomic_write_json
+from ..training import atomic_write_json, atomic_write_text
 from ..training.events import MetricsLog
 from .generations import (STATE, SearchState, load_state, prune_states, read_trial_state, save_state,
                           write_trial_state)
@@ -52,6 +52,7 @@ SUMMARY = "search_summary.json"
 TRIALS = "trials"
 PROGRESS = "progress.jsonl"
 MAX_FAILURES = 2  # a trial that crashes is restarted from its last state this often, then leaves the population
+REFRESH_WAIT_S = 0.5  # the driver redraws the progress line at least this often while trials train
 SEARCH_SE_GOAL = 0.005  # one accuracy's standard error (at 50 %) that lets a search tell trials 1 point apart
 
 logger = logging.getLogger(__name__)
@@ -150,7 +151,7 @@ def _truncate_history(path: Path, lines: int) -> None:
     """Keep the exploits of the generations the state holds; a later generation's are made again."""
     if path.is_file():
         kept = path.read_text().splitlines()[:lines]
-        path.write_text("".join(line + "\n" for line in kept))
+        atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 
 def _session_line(cfg: SearchConfig, epochs: int, address: str | None, use_gpu: bool, restored: bool,
@@ -238,7 +239,6 @@ class _Generations:
         self.state, self.cfg, self.out, self.workers, self.display, self.say = state, cfg, out, workers, display, say
         self.logs = {name: MetricsLog(out / TRIALS / name, resume_epoch=t.epoch, filename=PROGRESS)
                      for name, t in state.trials.items()}
-        self.exploits = state.history_lines
         self.measured = {name: t.val_acc for name, t in state.trials.items() if t.val_acc is not None}  # for the line
         self._t0 = time.perf_counter()
         self._done_trial_epochs = 0
@@ -349,7 +349,6 @@ class _Generations:
                 new_policy=Policy.from_pba_list(d.new_policy)))
             apply(d, state.trials)
         state.history_lines += len(decisions)
-        self.exploits = state.history_lines
 
     def _show(self, running: int = 0, waiting: int = 0, force: bool = False) -> None:
         if self.display is None:
@@ -359,7 +358,7 @@ class _Generations:
         rate = (time.perf_counter() - self._t0) / self._done_trial_epochs if self._done_trial_epochs else None
         self.display.update(self.state.generation, running, waiting, self.state.epoch,
                             [a for n, a in self.measured.items() if a is not None and n in self.state.trials],
-                            self.exploits,
+                            self.state.history_lines,
                             rate * left if rate is not None else None, force=force)
 
     def close(self) -> None:
@@ -367,9 +366,6 @@ class _Generations:
             log.close()
         if self.display is not None:
             self.display.stop()
-
-
-REFRESH_WAIT_S = 0.5  # the driver redraws the progress line at least this often while trials train
 
 
 # ---- schedule extraction ------------------------------------------------------------------------
