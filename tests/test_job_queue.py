@@ -131,3 +131,21 @@ def test_in_process_says_when_what_a_job_waits_for_is_not_queued():
     q.add(job("student_kd", after=t))  # unchecked: its teacher never comes
     with pytest.raises(RuntimeError, match="cannot start: what they wait for is not queued"):
         train_in_order(q, None, lambda j: None)
+
+
+def test_a_finished_job_stays_finished_when_its_checkpoints_are_pruned(tmp_path):
+    """A study carried between machines keeps each finished training's metrics and finished.json, not its
+    checkpoints: --resume must not train it again; a marker of another length (the config changed) does not count."""
+    import json
+
+    from rolekd.pipeline.jobs import FINISHED, Job
+
+    job = Job("student_kd", "student", 0, tmp_path / "seed0", epochs=40)
+    assert not job.complete
+    (tmp_path / "seed0").mkdir()
+    (tmp_path / "seed0" / FINISHED).write_text(json.dumps({"epochs": 30, "last": {}}))
+    assert not job.complete
+    (tmp_path / "seed0" / FINISHED).write_text(json.dumps({"epochs": 40, "last": {"val_acc": 0.5}}))
+    assert job.complete
+    (tmp_path / "seed0" / FINISHED).write_text("{torn")
+    assert not job.complete

@@ -49,8 +49,12 @@ def test_comparisons_pair_the_role_wise_row_with_its_baselines_seed_by_seed():
 
     results = [row("student_beta", [0.72, 0.721, 0.719]), row("student_kd", [0.70, 0.70, 0.70]),
                row("student_kd_teacher_schedule", [0.73, 0.74, 0.72]), row("teacher_vanilla", [0.8, 0.8, 0.8])]
-    diffs = {(d["row"], d["reference"]): d for d in comparisons(results)}
-    assert set(diffs) == {("student_beta", "student_kd"), ("student_beta", "student_kd_teacher_schedule")}
+    from rolekd.pipeline.run import PAPER_ROWS
+
+    diffs = {(d["row"], d["reference"]): d for d in comparisons(results, PAPER_ROWS)}
+    assert set(diffs) == {("student_beta", "student_kd"), ("student_beta", "student_kd_teacher_schedule"),
+                          ("student_kd_teacher_schedule", "student_kd")}  # teacher_alpha has no result: no pair
+    assert diffs["student_kd_teacher_schedule", "student_kd"]["verdict"] == "A_T better than the KD baseline"
     assert diffs["student_beta", "student_kd"]["verdict"] == "A_S better than the KD baseline"
     # vs A_T: deltas -0.01, -0.019, -0.001: mean -0.01, sd 0.009, half-width 4.302653 * 0.009 / sqrt(3) = 0.022357
     vs_at = diffs["student_beta", "student_kd_teacher_schedule"]

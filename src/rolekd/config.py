@@ -361,6 +361,21 @@ class PipelineConfig(_Section):
         default_factory=lambda: [0], description="every row trains once per seed (the report: mean ± std and paired "
         "differences); the searches run once, stage β's on the first seed's teacher"
     )
+    search_seeds: list[int] | None = Field(
+        None, min_length=1, description="stage β searched once per search seed, independently (its own trials, "
+        "exploits and explores): one A_S and its rows per search, and the report's spread between searches next to "
+        "the spread between retrain seeds; default one search with `seed`"
+    )
+    student_schedules: list[str] = Field(
+        default_factory=list, description="more KD student rows, one per schedule nobody in this run searched "
+        "(the retrain half alone): a packaged schedule's name (pba-rcifar10, role-kd-cifar100-resnet18-w2a2) or a "
+        "schedule JSON, stretched to the student's epochs"
+    )
+    extra_cutouts: list[int] = Field(
+        default_factory=list, description="train every student row with a schedule again with each of these cutout "
+        "sides besides data.schedule_cutout's (a side equal to it adds nothing), e.g. [0]: also without PBA's cutout; "
+        "the search trials use data.schedule_cutout"
+    )
     max_parallel: int | None = Field(
         None, ge=1, description="trainings (rows x seeds) at once at most; default as many as the trainings' "
         "cpus/gpus fit on this machine or the cluster (search.address); 1: one after another in this process"
@@ -368,6 +383,20 @@ class PipelineConfig(_Section):
     experiment: Literal["role_wise", "shift_equivariance"] = Field(
         "role_wise", description="role_wise: the paper's stages and baselines; shift_equivariance: HARD's toy"
     )
+
+    @field_validator("search_seeds", "extra_cutouts", "student_schedules")
+    @classmethod
+    def _distinct(cls, v: list | None) -> list | None:
+        if v is not None and len(set(v)) != len(v):
+            raise ValueError(f"expected distinct entries, got {v}")
+        return v
+
+    @field_validator("extra_cutouts")
+    @classmethod
+    def _sides(cls, v: list[int]) -> list[int]:
+        if any(c < 0 for c in v):
+            raise ValueError(f"expected cutout sides >= 0 pixels, got {v}")
+        return v
 
 
 class TrainingConfig(_Section):
@@ -377,8 +406,8 @@ class TrainingConfig(_Section):
     name: str = Field("experiment", description="the experiment's name: default output folder runs/<name>, the "
                       "report's title")
     seed: int = Field(
-        0, description="seed of rolekd train and distill and of the searches (trial i: seed + i); rolekd run's rows "
-        "use pipeline.seeds"
+        0, description="seed of rolekd train and distill and of the searches (each trial's seed derived from it and "
+        "the trial's index); rolekd run's rows use pipeline.seeds, its stage-β searches pipeline.search_seeds if set"
     )
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="auto: CUDA when there is one, else the CPU; cuda fails without one; cpu keeps every "

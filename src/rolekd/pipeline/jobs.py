@@ -6,6 +6,7 @@ the same numbers whichever runs it.
 
 from __future__ import annotations
 
+import json
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,11 +16,13 @@ import torch
 
 from ..augment.schedule import Schedule
 from ..config import TrainingConfig
+from ..atomic import atomic_write_json
 from ..training import load_checkpoint
 from .setup import Prepared
 from .stages import Role, TeacherHandle, train_network
 
 RECORD = "trainings.jsonl"  # one line per training run on Ray: where it ran and for how long
+FINISHED = "finished.json"  # written once a job's last epoch is saved: it stays finished when its checkpoints go
 
 
 def job_label(key: str, seed: int) -> str:
@@ -42,6 +45,7 @@ class Job:
     agents: tuple[str, ...] = ()
     title: str = ""  # the row's words in the report
     after: str | None = None  # the label of the training this one waits for (its teacher's, in this run)
+    cutout: int | None = None  # the cutout after its schedule; None: the config's (data.schedule_cutout)
 
     @property
     def label(self) -> str:
@@ -49,6 +53,13 @@ class Job:
 
     @property
     def complete(self) -> bool:
+        """Finished in its folder: its ``finished.json`` says so (kept when the checkpoints are pruned to save disk,
+        e.g. a study carried between machines), or its ``last.pt`` is at the last epoch."""
+        try:
+            if json.loads((self.folder / FINISHED).read_text()).get("epochs") == self.epochs:
+                return True
+        except (OSError, ValueError, AttributeError):
+            pass
         last = self.folder / "last.pt"
         return last.is_file() and load_checkpoint(last).get("epoch") == self.epochs
 
@@ -73,5 +84,7 @@ def train_job(cfg: TrainingConfig, prep: Prepared, job: Job, teacher: TeacherHan
     """Train one job into its folder (resuming what it finds there), here or in a worker; its last epoch's
     metrics. ``teacher`` is the loaded ``job.teacher`` (the pipeline keeps one per seed)."""
     fit = train_network(cfg, prep, job.role, job.folder, schedule=job.schedule, teacher=teacher, distill=job.distill,
-                        agents=job.agents, epochs=job.epochs, resume=True, callback=callback, seed=job.seed)
+                        agents=job.agents, epochs=job.epochs, cutout=job.cutout, resume=True, callback=callback,
+                        seed=job.seed)
+    atomic_write_json(job.folder / FINISHED, {"epochs": job.epochs, "last": fit.last})
     return fit.last

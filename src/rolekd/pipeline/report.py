@@ -11,10 +11,12 @@ from ..atomic import read_jsonl
 from ..config import DataConfig, ExperimentConfig
 from ..training import atomic_write_json, atomic_write_text
 from .folders import seed_folder
+from .schedule_plan import plan_schedules, slug
 from .stats import spread
 
 if TYPE_CHECKING:
     from .run import Row
+    from .schedule_plan import PlannedSchedule
 
 DEMO_NOTE = (
     "> **Demo budget.** This run used the embedded digits data set, a small ResNet, a population of "
@@ -62,7 +64,7 @@ def augmentation(cfg: ExperimentConfig, row: "Row") -> str:
     d = cfg.data
     base = [f"crop {d.crop_padding}" if d.crop_padding else "", "flip" if d.flip else ""]
     parts += [b for b in base if b]
-    cut = augmentation_cutout(cfg, row.schedule is not None)
+    cut = augmentation_cutout(cfg, row.schedule is not None) if row.cutout is None else row.cutout
     if cut:
         parts.append(f"cutout {cut}")
     return " + ".join(parts) or "none"
@@ -114,43 +116,125 @@ def _plot_curves(results: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-def _plot_schedules(schedules: dict[str, Any], plots: Path) -> list[str]:
+def _plot_schedules(schedules: dict[str, Any], plots: Path, plans: dict[str, "PlannedSchedule"]) -> list[str]:
+    """Every schedule the run trained with, alone, and A_T beside the student's in one figure."""
     if not schedules:
         return []
     from ..augment.plot import plot_schedules
 
-    names = {"A_T": "teacher schedule A_T (stage α)", "A_S": "student schedule A_S (stage β)"}
+    names = {ref: f"{ref}: {plans[ref].stage}" if ref in plans else ref for ref in schedules}
     written = []
-    if len(schedules) == 2:
-        plot_schedules({names[k]: schedules[k] for k in ("A_T", "A_S")}, plots / "schedules.png")
+    if len(schedules) > 1:
+        plot_schedules({names[k]: v for k, v in schedules.items()}, plots / "schedules.png")
         written.append("plots/schedules.png")
     for key, sched in schedules.items():
-        fname = "schedule_teacher.png" if key == "A_T" else "schedule_student.png"
+        fname = {"A_T": "schedule_teacher.png", "A_S": "schedule_student.png"}.get(key, f"schedule_{slug(key)}.png")
         plot_schedules({names[key]: sched}, plots / fname)
         written.append(f"plots/{fname}")
     return written
 
 
-# (row, reference row, what "better" means): paired over seeds, same teacher
-COMPARISONS = [
-    ("student_beta", "student_kd", "A_S better than the KD baseline", "A_S worse than the KD baseline"),
-    ("student_beta", "student_kd_teacher_schedule", "A_S better than A_T", "A_S worse than A_T"),
-    ("teacher_alpha", "teacher_vanilla", "A_T better for the teacher", "A_T worse for the teacher"),
-]
+def comparison_pairs(rows: list["Row"]) -> list[tuple[str, str, str, str]]:
+    """(row, reference, what "better" means, what "worse" means), paired over seeds (same teacher, same seed):
+    every KD student row with a schedule against the KD baseline and against A_T with the same cutout, A_T for
+    the student against the KD baseline, and the teacher's A_T against its baseline."""
+    keys = {r.key for r in rows}
+    pairs = []
+    for r in rows:
+        if r.role != "student" or not r.kd or not r.schedule or r.agents:
+            continue
+        name = r.schedule if r.cutout is None else f"{r.schedule}, cutout {r.cutout}"
+        pairs.append((r.key, "student_kd", f"{name} better than the KD baseline", f"{name} worse than the KD baseline"))
+        a_t = "student_kd_teacher_schedule" + (f"_cutout{r.cutout}" if r.cutout is not None else "")
+        if r.schedule != "A_T" and a_t in keys:
+            pairs.append((r.key, a_t, f"{name} better than A_T", f"{name} worse than A_T"))
+    pairs.append(("teacher_alpha", "teacher_vanilla", "A_T better for the teacher", "A_T worse for the teacher"))
+    return [p for p in pairs if p[0] in keys and p[1] in keys]
 
 
-def comparisons(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def comparisons(results: list[dict[str, Any]], rows: list["Row"]) -> list[dict[str, Any]]:
     """Paired last-epoch differences (row - reference) over seeds, for the pairs both present."""
     from .stats import paired_difference
 
     by_key = {r["key"]: r for r in results}
     out = []
-    for key, ref, better, worse in COMPARISONS:
+    for key, ref, better, worse in comparison_pairs(rows):
         if key in by_key and ref in by_key:
             diff = paired_difference(by_key[key]["last_per_seed"], by_key[ref]["last_per_seed"], better, worse)
             out.append({"row": key, "reference": ref, "label": by_key[key]["label"],
                         "reference_label": by_key[ref]["label"], **diff})
     return out
+
+
+def between_searches(results: list[dict[str, Any]], rows: list["Row"],
+                     plans: dict[str, "PlannedSchedule"]) -> list[dict[str, Any]]:
+    """With several independent stage-β searches: per cutout, each search's A_S row over seeds, the spread between
+    searches next to the spread between retrain seeds, and the effect of *a* search (the search as the unit: each
+    search's mean paired difference, a t-interval over searches) against the KD baseline and against A_T."""
+    import math
+    import statistics
+
+    from .stats import paired_difference
+
+    by_key = {r["key"]: r for r in results}
+    groups: dict[int | None, list[tuple["Row", dict[str, Any]]]] = {}
+    for row in rows:
+        plan = plans.get(row.schedule or "")
+        if plan is None or plan.role != "student" or row.agents or not row.kd or row.key not in by_key:
+            continue
+        groups.setdefault(row.cutout, []).append((row, by_key[row.key]))
+    out = []
+    for cutout, members in groups.items():
+        if len(members) < 2:
+            continue
+        means = [r["last"]["mean"] for _, r in members]
+        seed_vars = [r["last"]["std"] ** 2 for _, r in members]
+        entry: dict[str, Any] = {
+            "cutout": cutout, "searches": [row.schedule for row, _ in members],
+            "rows": [row.key for row, _ in members], "means": means,
+            "between_searches_std": statistics.stdev(means),
+            "between_seeds_std": math.sqrt(statistics.fmean(seed_vars)), "mean": statistics.fmean(means),
+            "versus": [],
+        }
+        name = "A_S" + (f", cutout {cutout}" if cutout is not None else "")
+        suffix = f"_cutout{cutout}" if cutout is not None else ""
+        for ref, label in (("student_kd", "the KD baseline"), ("student_kd_teacher_schedule" + suffix, "A_T")):
+            if ref in by_key:
+                base = [statistics.fmean(by_key[ref]["last_per_seed"])] * len(means)
+                diff = paired_difference(means, base, f"a search's {name} better than {label}",
+                                         f"a search's {name} worse than {label}")
+                entry["versus"].append({"reference": ref, "reference_label": by_key[ref]["label"], **diff})
+        out.append(entry)
+    return out
+
+
+def _between_searches_section(spreads: list[dict[str, Any]]) -> list[str]:
+    if not spreads:
+        return []
+    md = ["## Independent searches: is A_S the search's quality or its luck?", "",
+          "Stage β was searched several times with different search seeds (`pipeline.search_seeds`), each A_S retrained "
+          "over the run's seeds. *Between searches*: the standard deviation of the searches' mean accuracies; "
+          "*between seeds*: the pooled standard deviation of one A_S over retrain seeds. When the first is not larger "
+          "than the second, the searches found schedules no more different than retraining one twice.", "",
+          "| A_S rows | cutout | mean over searches (%) | per search (%) | between searches (points) | between seeds "
+          "(points) |", "|---|---:|---:|---|---:|---:|"]
+    for e in spreads:
+        per = ", ".join(f"{100 * m:.2f}" for m in e["means"])
+        cut = "data.schedule_cutout" if e["cutout"] is None else str(e["cutout"])
+        md.append(f"| {', '.join(e['searches'])} | {cut} | {100 * e['mean']:.2f} | {per} "
+                  f"| {100 * e['between_searches_std']:.2f} | {100 * e['between_seeds_std']:.2f} |")
+    md += ["", "The effect of running the search, with the search as the unit: each search's mean difference to the "
+           "reference over the retrain seeds, and the 95 % t-interval over searches (it carries the searches' luck, "
+           "which a per-seed interval of one A_S does not).", "",
+           "| A_S rows | reference | mean Δ (points) | 95 % interval over searches | per search | verdict |",
+           "|---|---|---:|---|---|---|"]
+    for e in spreads:
+        for d in e["versus"]:
+            interval = "–" if d["low"] is None else f"[{_pct(d['low'])}, {_pct(d['high'])}]"
+            per = ", ".join(_pct(x) for x in d["deltas"])
+            md.append(f"| {', '.join(e['searches'])} | {d['reference_label']} | {_pct(d['mean'])} | {interval} "
+                      f"| {per} | {d['verdict']} |")
+    return md + [""]
 
 
 def _pct(x: float | None) -> str:
@@ -173,21 +257,20 @@ def _comparison_section(diffs: list[dict[str, Any]]) -> list[str]:
     return md + [""]
 
 
-SEARCH_FOLDERS = {"A_T": ("stage α (teacher)", "stage_alpha"), "A_S": ("stage β (student, with KD)", "stage_beta")}
-
-
-def _search_rows(out: Path, schedules: dict[str, Any]) -> list[dict[str, Any]]:
+def _search_rows(out: Path, schedules: dict[str, Any], plans: dict[str, "PlannedSchedule"]) -> list[dict[str, Any]]:
     """What each search found: read from its summary, so a reused schedule (no search) says so."""
     rows = []
     for key, sched in schedules.items():
-        label, stage = SEARCH_FOLDERS[key]
-        summary_path = out / stage / "search" / "search_summary.json"
+        plan = plans.get(key)
+        if plan is None or not plan.searched:
+            continue
+        summary_path = out / plan.folder / "search" / "search_summary.json"
         summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
         active = sum(1 for p in sched.policies if p.prob_sum > 0)
         population = None
         if summary is not None and summary.get("final_val_acc"):
             population = spread(list(summary["final_val_acc"].values()))
-        rows.append({"schedule": key, "search": label, "summary": summary, "epochs_with_augmentation": active,
+        rows.append({"schedule": key, "search": plan.stage, "summary": summary, "epochs_with_augmentation": active,
                      "epochs": len(sched.policies), "population": population})
     return rows
 
@@ -253,23 +336,26 @@ def _distill_line(cfg: ExperimentConfig) -> str:
 
 
 def write_report(out: Path, cfg: ExperimentConfig, rows: list["Row"], times: dict[str, float],
-                 schedules: dict[str, Any], sources: dict[str, str] | None = None) -> dict[str, Any]:
+                 schedules: dict[str, Any], sources: dict[str, str] | None = None,
+                 plans: dict[str, "PlannedSchedule"] | None = None) -> dict[str, Any]:
     from .run import skipped_rows
 
     sources = sources or {}
+    plans = plans if plans is not None else {p.ref: p for p in plan_schedules(cfg)}
     results = []
     for row in rows:
         r = collect_row(out, row, cfg.pipeline.seeds)
         if r is not None:
             results.append({**r, "augmentation": augmentation(cfg, row)})
     skipped = skipped_rows(cfg)
-    diffs = comparisons(results)
+    diffs = comparisons(results, rows)
     distill = _distill_line(cfg)
     plots = out / "plots"
-    images = _plot_schedules(schedules, plots)
+    images = _plot_schedules(schedules, plots, plans)
     _plot_curves(results, plots / "curves.png")
     images.append("plots/curves.png")
-    searches = _search_rows(out, schedules)
+    searches = _search_rows(out, schedules, plans)
+    spreads = between_searches(results, rows, plans)
     report = {
         "name": cfg.name, "dataset": cfg.data.dataset, "seeds": cfg.pipeline.seeds,
         "teacher": {"model": cfg.teacher.model, "epochs": cfg.teacher.train.epochs},
@@ -278,7 +364,7 @@ def write_report(out: Path, cfg: ExperimentConfig, rows: list["Row"], times: dic
         "distill": cfg.distill.method, "distill_settings": distill,
         "rows": [{k: v for k, v in r.items() if k != "curves"} for r in results],
         "skipped_rows": skipped, "schedule_sources": sources, "comparisons": diffs,
-        "wall_time_s": times, "plots": images, "searches": searches,
+        "wall_time_s": times, "plots": images, "searches": searches, "between_searches": spreads,
     }
     atomic_write_json(out / "report.json", report)
     md = [f"# rolekd report: {cfg.name}", ""]
@@ -304,6 +390,7 @@ def write_report(out: Path, cfg: ExperimentConfig, rows: list["Row"], times: dic
         *[f"- Row `{k}` not trained: {why}." for k, why in skipped.items()],
         *([""] if skipped else []),
         *_comparison_section(diffs),
+        *_between_searches_section(spreads),
         *_search_section(searches),
         "## Wall time per stage",
         "",

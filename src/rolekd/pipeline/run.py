@@ -11,7 +11,7 @@ import json
 import threading
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Literal
 
@@ -21,11 +21,11 @@ from .eta import SUMMARY, after_line, PlannedSearch, PlannedTraining, RunEta
 from .folders import CONFIG_FILE, OutputFolderError, claim_folder, releases_claims, seed_folder
 from .parallel import Job, Resources, Trainings, job_label, torch_threads, train_job
 from .preflight import Training, preflight, validate_names
+from .schedule_plan import PlannedSchedule, plan_schedules, published_schedule
 from .setup import Prepared, prepare
 from .stages import TeacherHandle, load_teacher
 
-ScheduleRef = Literal["A_T", "A_S"] | None
-SEARCHED = {"A_T": ("teacher", "stage_alpha"), "A_S": ("student", "stage_beta")}  # each schedule's role and stage
+ScheduleRef = str | None  # a PlannedSchedule's ref: "A_T", "A_S", "A_S[1]", "pba-rcifar10"
 ProgressFactory = Callable[[str, int], ContextManager[Callable | None]]
 
 
@@ -40,6 +40,7 @@ class Row:
     folder: str = ""
     baseline: str | None = None  # the pipeline.baselines entry that switches this row on
     warm_start: bool = False  # without KD: start from the teacher's weights all the same
+    cutout: int | None = None  # the cutout after its schedule (pipeline.extra_cutouts); None: data.schedule_cutout
 
     @property
     def needs_teacher(self) -> bool:
@@ -81,14 +82,33 @@ def skipped_rows(cfg: ExperimentConfig) -> dict[str, str]:
 
 
 def plan_rows(cfg: ExperimentConfig) -> list[Row]:
-    skipped = skipped_rows(cfg)
-    rows = [r for r in PAPER_ROWS if (r.baseline is None or r.baseline in cfg.pipeline.baselines)
-            and r.key not in skipped]
+    """The run's rows: the paper's (stage β's once per independent search), one per published student schedule,
+    and every student row with a schedule again for each cutout of ``pipeline.extra_cutouts``."""
     from ..agents import agent_label
+    from .schedule_plan import plan_schedules, slug, student_searches
 
-    for name in cfg.student.agents:
-        rows.append(Row(f"student_beta_{name}", f"Student + KD + A_S + {agent_label(name)}", "student", "A_S", True,
-                        (name,), folder=f"stage_beta/student_{name}"))
+    skipped = skipped_rows(cfg)
+    paper = [r for r in PAPER_ROWS if (r.baseline is None or r.baseline in cfg.pipeline.baselines)
+             and r.key not in skipped]
+    paper += [Row(f"student_beta_{name}", f"Student + KD + A_S + {agent_label(name)}", "student", "A_S", True,
+                  (name,), folder=f"stage_beta/student_{name}") for name in cfg.student.agents]
+    rows = []
+    for row in paper:
+        if row.schedule != "A_S" or cfg.pipeline.search_seeds is None:
+            rows.append(row)
+            continue
+        for search in student_searches(cfg):
+            rows.append(replace(row, key=f"{row.key}_search{search.search_seed}", schedule=search.ref,
+                                label=row.label.replace("A_S", search.ref, 1),
+                                folder=f"{search.folder}/{Path(row.folder).name}"))
+    for plan in plan_schedules(cfg):
+        if not plan.searched:
+            rows.append(Row(f"student_kd_{slug(plan.ref)}", f"Student + KD + {plan.ref} (published, not searched here)",
+                            "student", plan.ref, True, folder=f"baselines/student_kd_{slug(plan.ref)}"))
+    default = cfg.data.resolved_schedule_cutout
+    extra = [c for c in cfg.pipeline.extra_cutouts if c != default]
+    rows += [replace(r, key=f"{r.key}_cutout{c}", label=f"{r.label}, cutout {c}", folder=f"{r.folder}_cutout{c}",
+                     cutout=c) for c in extra for r in list(rows) if r.role == "student" and r.schedule]
     return rows
 
 
@@ -169,11 +189,15 @@ class Pipeline:
         cfg = self.cfg
         validate_names(cfg)
         given_schedule(cfg)
+        self.plans = {plan.ref: plan for plan in plan_schedules(cfg)}
+        for plan in self.plans.values():
+            if not plan.searched:
+                published_schedule(plan)  # a missing or unreadable one fails now, not after hours of training
         claim_run_folder(cfg, self.out, self.resume)
         self.state = RunState.load(self.out / "timings.json")
         if self.prep is None:
             self.prep = prepare(cfg, self.data_dir)
-        if any(self._will_search(which) for which in SEARCHED):
+        if any(self._will_search(plan) for plan in self.plans.values()):
             self.prep.search_indices(cfg)  # a search split that cannot be carved fails now, not after a training
         rows = plan_rows(cfg)
         preflight(cfg, self.prep, [Training(r.label, r.role, r.kd, r.warm_start, r.agents, r.schedule is not None)
@@ -182,19 +206,28 @@ class Pipeline:
         trainings = Trainings(cfg.training(), self.prep, self.out, address=self.address, cap=cfg.pipeline.max_parallel,
                               train_here=self._train, record_time=self.state.add, say=self.say, eta=self.eta.line)
         self.slots = trainings.slots
+        searches = [plan for plan in self.plans.values() if plan.role == "student"]
         with trainings:
-            self._stage("stage α: teacher schedule A_T", lambda: self._schedule("A_T"))
-            trainings.add(self._jobs([r for r in rows if r.schedule != "A_S"]))  # every row but A_S's, at once
+            self._stage("stage α: teacher schedule A_T", lambda: self._schedule(self.plans["A_T"]))
+            for plan in self.plans.values():
+                if not plan.searched:
+                    self._schedule(plan)
+            trainings.add(self._jobs([r for r in rows if r.schedule not in self.plans
+                                      or self.plans[r.schedule].role != "student"]))  # all but A_S's rows, at once
             teacher = self._teacher_label(cfg.pipeline.seeds[0])  # the one stage β distils from
             with trainings.reserved(self._search_share(), after=teacher):  # its trials first, the rest go on beside
-                if self._will_search("A_S"):
-                    trainings.wait([teacher])
-                self._stage("stage β: student schedule A_S", lambda: self._schedule("A_S"))
-            trainings.add(self._jobs([r for r in rows if r.schedule == "A_S"]))
+                for plan in searches:
+                    if self._will_search(plan):
+                        trainings.wait([teacher])
+                    title = f"stage β: student schedule {plan.ref}" + (
+                        f" (search {searches.index(plan) + 1} of {len(searches)}, seed {plan.search_seed})"
+                        if len(searches) > 1 else "")
+                    self._stage(title, lambda: self._schedule(plan), key="stage β")
+                    trainings.add(self._jobs([r for r in rows if r.schedule == plan.ref]))
             trainings.wait()
         from .report import write_report
 
-        return write_report(self.out, cfg, rows, self.state.times, self.schedules, self.sources)
+        return write_report(self.out, cfg, rows, self.state.times, self.schedules, self.sources, self.plans)
 
     def _stage(self, title: str, work: Callable[[], Any], key: str | None = None) -> Any:
         self.say(f"── {title}" + after_line(self.eta.line(self.slots)))
@@ -203,51 +236,54 @@ class Pipeline:
         self.state.add(key or title.split(":")[0], time.perf_counter() - t0)
         return result
 
-    def _schedule(self, which: str) -> Any:
-        """Search (or reuse) a schedule; the result is ``stage_*/schedule.json``."""
+    def _schedule(self, plan: PlannedSchedule) -> Any:
+        """Search (or reuse, or copy the published) schedule ``plan``; the result is its ``schedule.json``."""
         from ..augment.schedule import Schedule
 
         cfg = self.cfg
-        role, stage = SEARCHED[which]
-        path = self.out / stage / "schedule.json"
-        given = given_schedule(cfg) if which == "A_T" else None
-        if given is not None:
+        path = self.out / plan.folder / "schedule.json"
+        given = given_schedule(cfg) if plan.ref == "A_T" else None
+        if not plan.searched:
+            if not path.is_file():
+                published_schedule(plan).save(path)
+            self.sources[plan.ref] = plan.stage
+        elif given is not None:
             note = cfg.pipeline.stage_alpha.note
-            self.sources[which] = f"given by pipeline.stage_alpha.schedule: {given}" + (f" ({note})" if note else "")
-            self.say(f"   {self.sources[which]}, not searched")
+            self.sources[plan.ref] = f"given by pipeline.stage_alpha.schedule: {given}" + (f" ({note})" if note else "")
+            self.say(f"   {self.sources[plan.ref]}, not searched")
             Schedule.load(given).save(path)
         elif not path.is_file():
-            if not self._needs_schedule(which):
+            if not self._needs_schedule(plan):
                 return None
             from .search_stage import search_command
 
-            teacher = self._teacher_path(cfg.pipeline.seeds[0]) if role == "student" else None
-            self.eta.searching = role
+            teacher = self._teacher_path(cfg.pipeline.seeds[0]) if plan.role == "student" else None
+            self.eta.searching = plan.role
             try:
-                search_command(cfg, role, teacher, self.out / stage / "search", address=self.address,
-                               resume=self.resume, data_dir=self.data_dir, prep=self.prep)
+                search_command(cfg, plan.role, teacher, self.out / plan.folder / "search", address=self.address,
+                               resume=self.resume, data_dir=self.data_dir, prep=self.prep, seed=plan.search_seed)
             finally:
                 self.eta.searching = None
-            found = Schedule.load(self.out / stage / "search" / "schedule.json")
+            found = Schedule.load(self.out / plan.folder / "search" / "schedule.json")
             found.save(path)
         else:
             self.say(f"   reusing {path}")
-        self.sources.setdefault(which, f"searched in this run ({stage}/search)")
-        self.schedules[which] = Schedule.load(path)
-        return self.schedules[which]
+        self.sources.setdefault(plan.ref, f"searched in this run ({plan.folder}/search, seed {plan.search_seed})")
+        self.schedules[plan.ref] = Schedule.load(path)
+        return self.schedules[plan.ref]
 
-    def _needs_schedule(self, which: str) -> bool:
-        return any(r.schedule == which for r in plan_rows(self.cfg))
+    def _needs_schedule(self, plan: PlannedSchedule) -> bool:
+        return any(r.schedule == plan.ref for r in plan_rows(self.cfg))
 
-    def _will_search(self, which: str) -> bool:
-        """Whether ``_schedule(which)`` will run a search (not given, not found from an earlier session)."""
-        stage = SEARCHED[which][1]
-        given = which == "A_T" and given_schedule(self.cfg) is not None
-        return not given and self._needs_schedule(which) and not (self.out / stage / "schedule.json").is_file()
+    def _will_search(self, plan: PlannedSchedule) -> bool:
+        """Whether ``_schedule(plan)`` will run a search (not given, not found from an earlier session)."""
+        given = plan.ref == "A_T" and given_schedule(self.cfg) is not None
+        return (plan.searched and not given and self._needs_schedule(plan)
+                and not (self.out / plan.folder / "schedule.json").is_file())
 
     def _search_share(self) -> Resources:
         """What stage β's search trials take, all at once (kept from trainings that start while it runs)."""
-        if not self._will_search("A_S"):
+        if not any(self._will_search(plan) for plan in self.plans.values() if plan.role == "student"):
             return Resources(0.0, 0.0)
         s = self.cfg.search
         gpus = s.gpus_per_trial if self.cfg.device != "cpu" else 0.0
@@ -258,9 +294,10 @@ class Pipeline:
         cfg = self.cfg
         trainings = [PlannedTraining(r.role, seed_folder(self.out / r.folder, seed), r.epochs(cfg))
                      for seed in cfg.pipeline.seeds for r in rows]
-        searches = [PlannedSearch(role, self.out / stage / "search", cfg.search.population * cfg.search_epochs(role))
-                    for which, (role, stage) in SEARCHED.items()
-                    if self._will_search(which) or (self.out / stage / "search" / SUMMARY).is_file()]
+        searches = [PlannedSearch(plan.role, self.out / plan.folder / "search",
+                                  cfg.search.population * cfg.search_epochs(plan.role))
+                    for plan in self.plans.values() if plan.searched
+                    and (self._will_search(plan) or (self.out / plan.folder / "search" / SUMMARY).is_file())]
         return RunEta(trainings, searches)
 
     def _teacher_path(self, seed: int) -> str:
@@ -287,7 +324,7 @@ class Pipeline:
                 jobs.append(Job(row.key, row.role, seed, seed_folder(self.out / row.folder, seed), epochs,
                                 schedule.stretch(epochs) if schedule is not None else None,
                                 self._teacher_path(seed) if row.needs_teacher else None, row.kd, row.agents, row.label,
-                                after=self._teacher_label(seed) if row.needs_teacher else None))
+                                after=self._teacher_label(seed) if row.needs_teacher else None, cutout=row.cutout))
         return jobs
 
     def _train(self, job: Job, cpus: float | None) -> None:

@@ -38,6 +38,7 @@ def search_command(
     progress: bool = True,
     prep: Prepared | None = None,
     claim: bool = False,
+    seed: int | None = None,
 ) -> SearchResult:
     """Search the augmentation schedule of ``role`` and write ``schedule.json`` into ``out_dir``.
 
@@ -67,7 +68,8 @@ def search_command(
     dry.trainer.check_step()
     return run_search(
         make_trial_trainer, args, cfg.search, out, epochs=args["epochs"], address=address,
-        use_gpu=use_gpu, resume=resume, progress=progress, label=f"search {role}", seed=cfg.seed,
+        use_gpu=use_gpu, resume=resume, progress=progress, label=f"search {role}",
+        seed=cfg.seed if seed is None else seed,
         val_images=len(args["data"]["val"][1]),
     )
 

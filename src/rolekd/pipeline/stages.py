@@ -43,12 +43,13 @@ def load_teacher(path: str | Path, cfg: TrainingConfig, prep: Prepared) -> Teach
 
 
 def build_augmenters(cfg: TrainingConfig, schedule: Any = None, agents: list[Augmenter] | None = None,
-                     crop_padding: int | None = None) -> list[Augmenter]:
+                     crop_padding: int | None = None, cutout: int | None = None) -> list[Augmenter]:
     """PBA's order: learned policy, then agents, then the baseline crop/flip and cutout.
 
     With a schedule (a search trial, or a row trained with A_T / A_S) the cutout is PBA's/role-kd's
     (``data.schedule_cutout``); without one it is ``data.cutout`` (the paper's baselines: none).
-    ``crop_padding`` (default ``data.crop_padding``) is for experiments that vary it per row.
+    ``crop_padding`` (default ``data.crop_padding``) and ``cutout`` (default as just said) are for experiments
+    that vary them per row.
     """
     augs: list[Augmenter] = []
     if schedule is not None:
@@ -58,7 +59,8 @@ def build_augmenters(cfg: TrainingConfig, schedule: Any = None, agents: list[Aug
     augs.extend(agents or [])
     d = cfg.data
     padding = d.crop_padding if crop_padding is None else crop_padding
-    augs.append(BaselineAugmenter(padding, d.flip, augmentation_cutout(cfg, schedule is not None)))
+    cut = augmentation_cutout(cfg, schedule is not None) if cutout is None else cutout
+    augs.append(BaselineAugmenter(padding, d.flip, cut))
     return augs
 
 
@@ -146,6 +148,7 @@ def build_role_trainer(
     agents: Sequence[str] = (),
     epochs: int | None = None,
     crop_padding: int | None = None,
+    cutout: int | None = None,
     seed: int,
 ) -> RoleParts:
     """The configured network for ``role`` with its objective and augmenters, as every stage,
@@ -156,7 +159,8 @@ def build_role_trainer(
     the teacher only warm-starts it and it trains on labels alone, as it does without a teacher.
     ``agents`` (names, configured from ``cfg.agents``) run after the schedule; only students have them.
     ``epochs`` (default: the role's ``train.epochs``) is the run's length, a search's for a trial;
-    ``crop_padding`` (default ``data.crop_padding``) the baseline crop of this training.
+    ``crop_padding`` (default ``data.crop_padding``) the baseline crop of this training, ``cutout`` (default the
+    config's for a training with or without a schedule) its final cutout.
     """
     net = cfg.network(role)
     torch.manual_seed(seed)
@@ -173,7 +177,7 @@ def build_role_trainer(
         from ..agents import build_agents
 
         built = build_agents(list(agents), cfg)
-    augmenters = build_augmenters(cfg, schedule, built, crop_padding)
+    augmenters = build_augmenters(cfg, schedule, built, crop_padding, cutout)
     trainer = Trainer(
         model, data.train, data.test, objective, augmenters, net.train, normalizer, seed=seed,
         context_models={"teacher": teacher.model} if teacher is not None else {}, epochs=epochs,
@@ -200,6 +204,7 @@ def train_network(
     agents: Sequence[str] = (),
     epochs: int | None = None,
     crop_padding: int | None = None,
+    cutout: int | None = None,
     resume: bool = False,
     callback=None,
     seed: int | None = None,
@@ -210,7 +215,8 @@ def train_network(
     data = data or prep.full
     seed = cfg.seed if seed is None else seed
     parts = build_role_trainer(cfg, role, data, prep.normalizer, prep.device, schedule=schedule, teacher=teacher,
-                               distill=distill, agents=agents, epochs=epochs, crop_padding=crop_padding, seed=seed)
+                               distill=distill, agents=agents, epochs=epochs, crop_padding=crop_padding,
+                               cutout=cutout, seed=seed)
     resuming = resume and out_dir is not None and (Path(out_dir) / "last.pt").is_file()
     check_objective(parts.objective, data, prep.normalizer)
     if not resuming:  # a resumed run restores the objective's state from its checkpoint
