@@ -115,7 +115,8 @@ def test_between_searches_separates_search_spread_from_seed_spread():
     kd, a_t = [0.50, 0.50, 0.53], [0.52, 0.51, 0.50]
     results = [_result(f"student_beta_search{s}", a) for s, a in per_search.items()]
     results += [_result("student_kd", kd), _result("student_kd_teacher_schedule", a_t)]
-    (entry,) = between_searches(results, rows, {p.ref: p for p in plan_schedules(cfg)})
+    (entry,) = between_searches(results, rows, {p.ref: p for p in plan_schedules(cfg)}, 16)
+    assert entry["cutout"] == 16
     means = [statistics.fmean(a) for a in per_search.values()]
     assert entry["means"] == pytest.approx(means)
     assert entry["between_searches_std"] == pytest.approx(statistics.stdev(means))

@@ -166,11 +166,14 @@ def comparisons(results: list[dict[str, Any]], rows: list["Row"]) -> list[dict[s
     return out
 
 
-def between_searches(results: list[dict[str, Any]], rows: list["Row"],
-                     plans: dict[str, "PlannedSchedule"]) -> list[dict[str, Any]]:
+def between_searches(results: list[dict[str, Any]], rows: list["Row"], plans: dict[str, "PlannedSchedule"],
+                     default_cutout: int = 0) -> list[dict[str, Any]]:
     """With several independent stage-β searches: per cutout, each search's A_S row over seeds, the spread between
     searches next to the spread between retrain seeds, and the effect of *a* search (the search as the unit: each
-    search's mean paired difference, a t-interval over searches) against the KD baseline and against A_T."""
+    search's mean paired difference, a t-interval over searches) against the KD baseline and against A_T. The
+    reference's seed mean is common to every search's difference, so its own seed noise is not in that interval
+    (the per-seed comparisons carry it). ``default_cutout``: the side of rows without their own
+    (``data.schedule_cutout``), reported as the number it is."""
     import math
     import statistics
 
@@ -190,13 +193,13 @@ def between_searches(results: list[dict[str, Any]], rows: list["Row"],
         means = [r["last"]["mean"] for _, r in members]
         seed_vars = [r["last"]["std"] ** 2 for _, r in members]
         entry: dict[str, Any] = {
-            "cutout": cutout, "searches": [row.schedule for row, _ in members],
+            "cutout": default_cutout if cutout is None else cutout, "searches": [row.schedule for row, _ in members],
             "rows": [row.key for row, _ in members], "means": means,
             "between_searches_std": statistics.stdev(means),
             "between_seeds_std": math.sqrt(statistics.fmean(seed_vars)), "mean": statistics.fmean(means),
             "versus": [],
         }
-        name = "A_S" + (f", cutout {cutout}" if cutout is not None else "")
+        name = f"A_S, cutout {entry['cutout']}"
         suffix = f"_cutout{cutout}" if cutout is not None else ""
         for ref, label in (("student_kd", "the KD baseline"), ("student_kd_teacher_schedule" + suffix, "A_T")):
             if ref in by_key:
@@ -220,12 +223,12 @@ def _between_searches_section(spreads: list[dict[str, Any]]) -> list[str]:
           "(points) |", "|---|---:|---:|---|---:|---:|"]
     for e in spreads:
         per = ", ".join(f"{100 * m:.2f}" for m in e["means"])
-        cut = "data.schedule_cutout" if e["cutout"] is None else str(e["cutout"])
-        md.append(f"| {', '.join(e['searches'])} | {cut} | {100 * e['mean']:.2f} | {per} "
+        md.append(f"| {', '.join(e['searches'])} | {e['cutout']} | {100 * e['mean']:.2f} | {per} "
                   f"| {100 * e['between_searches_std']:.2f} | {100 * e['between_seeds_std']:.2f} |")
     md += ["", "The effect of running the search, with the search as the unit: each search's mean difference to the "
            "reference over the retrain seeds, and the 95 % t-interval over searches (it carries the searches' luck, "
-           "which a per-seed interval of one A_S does not).", "",
+           "which a per-seed interval of one A_S does not; the reference's own seed noise, common to every search, "
+           "is in the per-seed table above).", "",
            "| A_S rows | reference | mean Δ (points) | 95 % interval over searches | per search | verdict |",
            "|---|---|---:|---|---|---|"]
     for e in spreads:
@@ -355,7 +358,7 @@ def write_report(out: Path, cfg: ExperimentConfig, rows: list["Row"], times: dic
     _plot_curves(results, plots / "curves.png")
     images.append("plots/curves.png")
     searches = _search_rows(out, schedules, plans)
-    spreads = between_searches(results, rows, plans)
+    spreads = between_searches(results, rows, plans, cfg.data.resolved_schedule_cutout)
     report = {
         "name": cfg.name, "dataset": cfg.data.dataset, "seeds": cfg.pipeline.seeds,
         "teacher": {"model": cfg.teacher.model, "epochs": cfg.teacher.train.epochs},
