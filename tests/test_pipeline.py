@@ -219,7 +219,7 @@ def test_warm_start_and_teacher_schedule_rows_train_without_kd(finished_run):
     assert rows["student_teacher_schedule"]["augmentation"].startswith("A_T")
     pairs = {(c["row"], c["reference"]): c for c in report["comparisons"]}
     assert set(pairs) == {("student_beta", "student_kd"), ("student_beta", "student_kd_teacher_schedule"),
-                          ("teacher_alpha", "teacher_vanilla")}
+                          ("student_kd_teacher_schedule", "student_kd"), ("teacher_alpha", "teacher_vanilla")}
     beta, kd = rows["student_beta"]["last_per_seed"], rows["student_kd"]["last_per_seed"]
     assert pairs["student_beta", "student_kd"]["deltas"] == [beta[0] - kd[0]]
     assert all(c["n"] == 1 and "one seed" in c["verdict"] for c in pairs.values())

@@ -135,9 +135,9 @@ def test_eval_counts_every_image_in_eval_mode():
 
 
 @pytest.mark.parametrize("device, amp, channels_last, expected", [
-    ("cpu", None, None, (False, False)),        # defaults: the fast path is for CUDA
+    ("cpu", None, None, (False, True)),         # defaults: bf16 only with CUDA, channels_last on both
     ("cuda", None, None, (True, True)),
-    ("cpu", True, True, (False, True)),         # bf16 autocast never on the CPU; the layout is honoured
+    ("cpu", True, False, (False, False)),       # bf16 autocast never on the CPU; the layout is honoured
     ("cuda", False, False, (False, False)),     # each switch can be turned off
 ])
 def test_fast_path_defaults_follow_the_device(device, amp, channels_last, expected):
