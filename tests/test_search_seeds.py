@@ -150,7 +150,8 @@ def test_a_finished_search_is_not_searched_again(tmp_path):
 def test_a_run_with_two_searches_and_a_published_schedule(tmp_path):
     """End to end: two independent stage-β searches with their own seeds, each A_S retrained; the published row
     trains with the packaged schedule; the report pairs and spreads them (A_T given, to keep it short)."""
-    cfg = load_config("demo", TINY + ["search.population=2", "pipeline.search_seeds=[0,1]",
+    cfg = load_config("demo", TINY + ["search.population=2", "search.epochs=1", "teacher.train.epochs=1",
+                                      "student.train.epochs=1", "pipeline.search_seeds=[0,1]",
                                       "pipeline.student_schedules=[pba-rcifar10]", "pipeline.baselines=[student_kd]",
                                       "pipeline.stage_alpha.schedule=pba-rcifar10", "pipeline.max_parallel=1"])
     try:
@@ -171,4 +172,4 @@ def test_a_run_with_two_searches_and_a_published_schedule(tmp_path):
     assert "## Independent searches" in md and "| A_S[0], A_S[1] |" in md
     assert "Schedule pba-rcifar10: published (pba-rcifar10), not searched in this run." in md
     finished = json.loads((tmp_path / "baselines/student_kd/seed0/finished.json").read_text())
-    assert finished["epochs"] == 2 and finished["last"]["epoch"] == 2  # --resume knows it without its checkpoints
+    assert finished["epochs"] == 1 and finished["last"]["epoch"] == 1  # --resume knows it without its checkpoints
