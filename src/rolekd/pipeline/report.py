@@ -233,11 +233,16 @@ def _between_searches_section(spreads: list[dict[str, Any]]) -> list[str]:
            "|---|---|---:|---|---|---|"]
     for e in spreads:
         for d in e["versus"]:
-            interval = "–" if d["low"] is None else f"[{_pct(d['low'])}, {_pct(d['high'])}]"
+            interval = _interval(d)
             per = ", ".join(_pct(x) for x in d["deltas"])
             md.append(f"| {', '.join(e['searches'])} | {d['reference_label']} | {_pct(d['mean'])} | {interval} "
                       f"| {per} | {d['verdict']} |")
     return md + [""]
+
+
+def _interval(d: dict[str, Any]) -> str:
+    """A paired difference's 95 % interval in points, or a dash where one seed gave none."""
+    return "–" if d["low"] is None else f"[{_pct(d['low'])}, {_pct(d['high'])}]"
 
 
 def _pct(x: float | None) -> str:
@@ -254,7 +259,7 @@ def _comparison_section(diffs: list[dict[str, Any]]) -> list[str]:
           "interval on one side of zero.", "",
           "| row | reference | mean Δ (points) | 95 % interval | per seed | verdict |", "|---|---|---:|---|---|---|"]
     for d in diffs:
-        interval = "–" if d["low"] is None else f"[{_pct(d['low'])}, {_pct(d['high'])}]"
+        interval = _interval(d)
         seeds = ", ".join(_pct(x) for x in d["deltas"])
         md.append(f"| {d['label']} | {d['reference_label']} | {_pct(d['mean'])} | {interval} | {seeds} | {d['verdict']} |")
     return md + [""]

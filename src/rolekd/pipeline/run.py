@@ -12,6 +12,7 @@ import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Literal
 
@@ -199,7 +200,7 @@ class Pipeline:
             self.prep = prepare(cfg, self.data_dir)
         if any(self._will_search(plan) for plan in self.plans.values()):
             self.prep.search_indices(cfg)  # a search split that cannot be carved fails now, not after a training
-        rows = plan_rows(cfg)
+        rows = self.rows
         preflight(cfg, self.prep, [Training(r.label, r.role, r.kd, r.warm_start, r.agents, r.schedule is not None)
                                    for r in rows], say=self.say)
         self.eta = self._plan_eta(rows)
@@ -272,8 +273,13 @@ class Pipeline:
         self.schedules[plan.ref] = Schedule.load(path)
         return self.schedules[plan.ref]
 
+    @cached_property
+    def rows(self) -> list[Row]:
+        """The run's rows, planned once (the config does not change while it runs)."""
+        return plan_rows(self.cfg)
+
     def _needs_schedule(self, plan: PlannedSchedule) -> bool:
-        return any(r.schedule == plan.ref for r in plan_rows(self.cfg))
+        return any(r.schedule == plan.ref for r in self.rows)
 
     def _will_search(self, plan: PlannedSchedule) -> bool:
         """Whether ``_schedule(plan)`` will run a search (not given, not found from an earlier session)."""
