@@ -78,3 +78,47 @@ def test_rendered_sections(run: Path) -> None:
     assert "| Student + KD + A_S[0] (stage β, role-wise) | 1 / 1 | 60.0 | 55.00 | 5.0 |" in out
     assert "Not in the run folder (yet), skipped: search summaries stage_alpha/search/search_summary.json, " \
            "stage_beta/search_seed1/search/search_summary.json." in out
+
+
+def write_progress(search: Path, trial: str, val_by_epoch: dict[int, float]) -> None:
+    folder = search / "trials" / trial
+    folder.mkdir(parents=True)
+    lines = [{"epoch": e, "train_acc": 0.5, "val_acc": v} for e, v in val_by_epoch.items()]
+    (folder / "progress.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+
+
+def test_each_exploit_is_paired_with_its_source_at_the_next_ranking(run: Path) -> None:
+    from rolekd.pba.lineage import ExploitEvent, append_event
+
+    analyse = load_script()
+    search = run / "stage_beta" / "search_seed0" / "search"
+    zeros, rotate, invert = Policy.zeros(), Policy.single("Rotate", 4), Policy.single("Invert", 10)
+    # interval 2 (the demo's perturbation_interval is set below): exploits at epoch 2 and 4, ranked again at 4 and 6
+    append_event(search / "history.jsonl", ExploitEvent(1.0, "trial_01", "trial_00", 2, 2, zeros, rotate))
+    append_event(search / "history.jsonl", ExploitEvent(2.0, "trial_00", "trial_01", 4, 4, rotate, invert))
+    write_progress(search, "trial_00", {2: 0.60, 4: 0.70, 6: 0.66})
+    write_progress(search, "trial_01", {2: 0.50, 4: 0.64, 6: 0.69})
+    outcomes = analyse.exploit_outcomes(search, 2)
+    assert [(o["source_p"], o["explored_p"]) for o in outcomes] == [(0.0, 0.4), (0.4, 1.0)]
+    # trial_01 (Rotate) against trial_00 at epoch 4: -0.06; trial_00 (Invert) against trial_01 at epoch 6: -0.03
+    assert [o["target_acc"] - o["source_acc"] for o in outcomes] == pytest.approx([-0.06, -0.03])
+    cfg = load_config(str(run / "config.yaml"), ["search.perturbation_interval=2"])
+    out = "\n".join(analyse.exploit_view(run, cfg))
+    half = 12.706 * math.sqrt(0.00045) / math.sqrt(2)  # t(1) quantile × sd of (-0.06, -0.03) / √2
+    assert (f"| A_S[0] | 2 | 2 | 0.2 | +0.5 | -4.50 | [{-4.5 - 100 * half:+.2f}, {-4.5 + 100 * half:+.2f}] "
+            f"| 2 / 2 |") in out
+    assert "skipped: search histories stage_alpha/search/history.jsonl, stage_beta/search_seed1/search/history.jsonl." \
+        in out
+
+
+def test_an_exploit_whose_next_ranking_is_missing_is_counted_not_paired(run: Path) -> None:
+    from rolekd.pba.lineage import ExploitEvent, append_event
+
+    analyse = load_script()
+    search = run / "stage_beta" / "search_seed0" / "search"
+    append_event(search / "history.jsonl",
+                 ExploitEvent(1.0, "trial_01", "trial_00", 2, 2, Policy.zeros(), Policy.single("Rotate", 4)))
+    write_progress(search, "trial_00", {2: 0.60})
+    write_progress(search, "trial_01", {2: 0.50})  # cut off before the ranking at epoch 4
+    cfg = load_config(str(run / "config.yaml"), ["search.perturbation_interval=2"])
+    assert "| A_S[0] | 1 | 0 | – | – | – | – | – |" in "\n".join(analyse.exploit_view(run, cfg))

@@ -13,7 +13,12 @@ it could not find yet and shows the rest:
 3. fit: train and test accuracy at the last epoch of every row, mean over its finished seeds;
 4. does a schedule beat the KD baseline: per schedule and cutout (``data.schedule_cutout`` and each of
    ``pipeline.extra_cutouts``) the mean paired difference to the KD baseline over seeds (``report.json``'s
-   ``comparisons`` when present, else computed from the rows' metrics), and the report's spread between searches.
+   ``comparisons`` when present, else computed from the rows' metrics), and the report's spread between searches;
+5. what each search saw of the policies it explored: at every exploit the target continues from its source's
+   weights with the explored policy while the source keeps its own, so at the next ranking the target's validation
+   accuracy minus the source's is that policy's effect over one interval against the source's (same weights, same
+   validation images; the trials' own randomness is the rest). Read from ``history.jsonl`` and the trials'
+   ``progress.jsonl``.
 
     python docs/results/study2_cifar10/analyse.py RUN_FOLDER
 """
@@ -32,6 +37,8 @@ from rolekd.atomic import read_jsonl
 from rolekd.augment.policy import MAX_PROB, NUM_ENTRIES, Policy
 from rolekd.augment.schedule import Schedule
 from rolekd.config import ExperimentConfig, load_config
+from rolekd.pba.lineage import read_history
+from rolekd.pba.run import HISTORY, PROGRESS, TRIALS
 from rolekd.pipeline.folders import CONFIG_FILE, seed_folder
 from rolekd.pipeline.run import Row, plan_rows
 from rolekd.pipeline.schedule_plan import PlannedSchedule, plan_schedules
@@ -268,6 +275,65 @@ def between_searches(report: dict[str, Any] | None, default_cutout: int) -> list
     return lines
 
 
+# ---- 5. what the search saw of the policies it explored -----------------------------------------
+
+
+def ranking_accuracies(search: Path) -> dict[tuple[str, int], float]:
+    """Every trial's validation accuracy at every ranking, by (trial, epoch); a resumed generation's rewritten line
+    wins over the one it replaced."""
+    accs = {}
+    for progress in sorted((search / TRIALS).glob(f"*/{PROGRESS}")):
+        for line in read_jsonl(progress):
+            if "val_acc" in line:
+                accs[progress.parent.name, int(line["epoch"])] = float(line["val_acc"])
+    return accs
+
+
+def exploit_outcomes(search: Path, interval: int) -> list[dict[str, Any]]:
+    """Per exploit: Σp of the source's policy and of the explored one, and both trials' validation accuracies at the
+    next ranking (None where that ranking is not in the trials' progress)."""
+    accs = ranking_accuracies(search)
+    out = []
+    for event in read_history(search / HISTORY):
+        after = event.epoch + interval
+        out.append({"epoch": event.epoch, "source_p": event.old_policy.prob_sum,
+                    "explored_p": event.new_policy.prob_sum,
+                    "target_acc": accs.get((event.target, after)), "source_acc": accs.get((event.source, after))})
+    return out
+
+
+def exploit_row(plan: PlannedSchedule, outcomes: list[dict[str, Any]]) -> str:
+    paired = [o for o in outcomes if o["target_acc"] is not None and o["source_acc"] is not None]
+    if not paired:
+        return f"| {plan.ref} | {len(outcomes)} | 0 | – | – | – | – | – |"
+    d = paired_difference([o["target_acc"] for o in paired], [o["source_acc"] for o in paired], "", "")
+    interval = "–" if d["low"] is None else f"[{signed(d['low'])}, {signed(d['high'])}]"
+    below = sum(1 for x in d["deltas"] if x < 0)
+    return (f"| {plan.ref} | {len(outcomes)} | {len(paired)} | {statistics.fmean(o['source_p'] for o in paired):.1f} "
+            f"| {statistics.fmean(o['explored_p'] - o['source_p'] for o in paired):+.1f} | {signed(d['mean'])} "
+            f"| {interval} | {below} / {len(paired)} |")
+
+
+def exploit_view(run: Path, cfg: ExperimentConfig) -> list[str]:
+    lines = [f"At every exploit the target continues from its source's weights with the explored policy, the source "
+             f"with its own; one interval ({cfg.search.perturbation_interval} epochs) later both are ranked on the same validation "
+             f"images. Δ: the target's accuracy minus the source's at that ranking, mean over the search's exploits "
+             f"with its 95 % t-interval; Σp as in section 2.", "",
+             "| search | exploits | paired at the next ranking | source's Σp (mean) | explored − source Σp (mean) "
+             "| Δ next ranking (points) | 95 % interval | explored below its source |",
+             "|---|---:|---:|---:|---:|---:|---|---:|"]
+    missing = []
+    for plan in plan_schedules(cfg):
+        if not plan.searched:
+            continue
+        search = run / plan.folder / "search"
+        if not (search / HISTORY).is_file():
+            missing.append(str((search / HISTORY).relative_to(run)))
+            continue
+        lines.append(exploit_row(plan, exploit_outcomes(search, cfg.search.perturbation_interval)))
+    return lines + missing_line("search histories", missing)
+
+
 # ---- the whole analysis -------------------------------------------------------------------------
 
 
@@ -289,7 +355,8 @@ def render(run: Path) -> str:
              "", "## 2. Do the searches agree?", "", *schedules(run, cfg),
              "", "## 3. Fit", "", *fit(run, cfg),
              "", "## 4. Against the KD baseline", "", *kd_deltas(run, cfg, report),
-             "", "### Between searches", "", *between_searches(report, cfg.data.resolved_schedule_cutout)]
+             "", "### Between searches", "", *between_searches(report, cfg.data.resolved_schedule_cutout),
+             "", "## 5. What each search saw of the policies it explored", "", *exploit_view(run, cfg)]
     return "\n".join(parts) + "\n"
 
 
