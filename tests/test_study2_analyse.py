@@ -122,3 +122,17 @@ def test_an_exploit_whose_next_ranking_is_missing_is_counted_not_paired(run: Pat
     write_progress(search, "trial_01", {2: 0.50})  # cut off before the ranking at epoch 4
     cfg = load_config(str(run / "config.yaml"), ["search.perturbation_interval=2"])
     assert "| A_S[0] | 1 | 0 | – | – | – | – | – |" in "\n".join(analyse.exploit_view(run, cfg))
+
+
+def test_the_exploit_plot_draws_one_series_per_search_with_a_history(run: Path, tmp_path: Path) -> None:
+    from rolekd.pba.lineage import ExploitEvent, append_event
+
+    analyse = load_script()
+    search = run / "stage_beta" / "search_seed0" / "search"
+    append_event(search / "history.jsonl",
+                 ExploitEvent(1.0, "trial_01", "trial_00", 2, 2, Policy.zeros(), Policy.single("Rotate", 4)))
+    write_progress(search, "trial_00", {2: 0.60, 4: 0.70})
+    write_progress(search, "trial_01", {2: 0.50, 4: 0.64})
+    png = tmp_path / "exploits.png"
+    assert analyse.plot_exploits(run, load_config(str(run / "config.yaml")), png) == 1
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

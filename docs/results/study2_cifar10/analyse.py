@@ -334,6 +334,36 @@ def exploit_view(run: Path, cfg: ExperimentConfig) -> list[str]:
     return lines + missing_line("search histories", missing)
 
 
+def plot_exploits(run: Path, cfg: ExperimentConfig, path: Path) -> int:
+    """Section 5 as a PNG: every exploit's Δ at the next ranking against the epoch it was made at, one series per
+    search; returns how many searches it drew."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 4))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    drawn = 0
+    for plan in plan_schedules(cfg):
+        search = run / plan.folder / "search"
+        if not plan.searched or not (search / HISTORY).is_file():
+            continue
+        paired = [o for o in exploit_outcomes(search, cfg.search.perturbation_interval)
+                  if o["target_acc"] is not None and o["source_acc"] is not None]
+        ax.plot([o["epoch"] for o in paired], [100 * (o["target_acc"] - o["source_acc"]) for o in paired], "o",
+                alpha=0.7, label=f"{plan.ref} ({plan.role})")
+        drawn += 1
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set_xlabel("epoch of the exploit")
+    ax.set_ylabel("explored − source, next ranking (points)")
+    ax.set_title("What each search saw of the policies it explored")
+    if drawn:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return drawn
+
+
 # ---- the whole analysis -------------------------------------------------------------------------
 
 
@@ -363,8 +393,11 @@ def render(run: Path) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("run", type=Path, help="the run folder of `rolekd run cpu/study2_cifar10_resnet8_w4a4`")
+    p.add_argument("--plot", type=Path, help="also draw section 5 into this PNG")
     a = p.parse_args()
     print(render(a.run), end="")
+    if a.plot is not None:
+        plot_exploits(a.run, load_run_config(a.run), a.plot)
 
 
 if __name__ == "__main__":
