@@ -302,27 +302,15 @@ def exploit_outcomes(search: Path, interval: int) -> list[dict[str, Any]]:
     return out
 
 
-def exploit_row(plan: PlannedSchedule, outcomes: list[dict[str, Any]]) -> str:
-    paired = [o for o in outcomes if o["target_acc"] is not None and o["source_acc"] is not None]
-    if not paired:
-        return f"| {plan.ref} | {len(outcomes)} | 0 | – | – | – | – | – |"
-    d = paired_difference([o["target_acc"] for o in paired], [o["source_acc"] for o in paired], "", "")
-    interval = "–" if d["low"] is None else f"[{signed(d['low'])}, {signed(d['high'])}]"
-    below = sum(1 for x in d["deltas"] if x < 0)
-    return (f"| {plan.ref} | {len(outcomes)} | {len(paired)} | {statistics.fmean(o['source_p'] for o in paired):.1f} "
-            f"| {statistics.fmean(o['explored_p'] - o['source_p'] for o in paired):+.1f} | {signed(d['mean'])} "
-            f"| {interval} | {below} / {len(paired)} |")
+def paired(outcomes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The exploits whose target and source were both ranked again."""
+    return [o for o in outcomes if o["target_acc"] is not None and o["source_acc"] is not None]
 
 
-def exploit_view(run: Path, cfg: ExperimentConfig) -> list[str]:
-    lines = [f"At every exploit the target continues from its source's weights with the explored policy, the source "
-             f"with its own; one interval ({cfg.search.perturbation_interval} epochs) later both are ranked on the same validation "
-             f"images. Δ: the target's accuracy minus the source's at that ranking, mean over the search's exploits "
-             f"with its 95 % t-interval; Σp as in section 2.", "",
-             "| search | exploits | paired at the next ranking | source's Σp (mean) | explored − source Σp (mean) "
-             "| Δ next ranking (points) | 95 % interval | explored below its source |",
-             "|---|---:|---:|---:|---:|---:|---|---:|"]
-    missing = []
+def searched_outcomes(run: Path, cfg: ExperimentConfig) -> tuple[list[tuple[PlannedSchedule, list[dict[str, Any]]]],
+                                                                list[str]]:
+    """Every searched schedule's exploit outcomes, in the run's order, and the histories not there yet."""
+    found, missing = [], []
     for plan in plan_schedules(cfg):
         if not plan.searched:
             continue
@@ -330,7 +318,32 @@ def exploit_view(run: Path, cfg: ExperimentConfig) -> list[str]:
         if not (search / HISTORY).is_file():
             missing.append(str((search / HISTORY).relative_to(run)))
             continue
-        lines.append(exploit_row(plan, exploit_outcomes(search, cfg.search.perturbation_interval)))
+        found.append((plan, exploit_outcomes(search, cfg.search.perturbation_interval)))
+    return found, missing
+
+
+def exploit_row(plan: PlannedSchedule, outcomes: list[dict[str, Any]]) -> str:
+    both = paired(outcomes)
+    if not both:
+        return f"| {plan.ref} | {len(outcomes)} | 0 | – | – | – | – | – |"
+    d = paired_difference([o["target_acc"] for o in both], [o["source_acc"] for o in both], "", "")
+    interval = "–" if d["low"] is None else f"[{signed(d['low'])}, {signed(d['high'])}]"
+    below = sum(1 for x in d["deltas"] if x < 0)
+    return (f"| {plan.ref} | {len(outcomes)} | {len(both)} | {statistics.fmean(o['source_p'] for o in both):.1f} "
+            f"| {statistics.fmean(o['explored_p'] - o['source_p'] for o in both):+.1f} | {signed(d['mean'])} "
+            f"| {interval} | {below} / {len(both)} |")
+
+
+def exploit_view(run: Path, cfg: ExperimentConfig) -> list[str]:
+    lines = [f"At every exploit the target continues from its source's weights with the explored policy, the source "
+             f"with its own; one interval ({cfg.search.perturbation_interval} epochs) later both are ranked on the "
+             f"same validation images. Δ: the target's accuracy minus the source's at that ranking, mean over the "
+             f"search's exploits with its 95 % t-interval; Σp as in section 2.", "",
+             "| search | exploits | paired at the next ranking | source's Σp (mean) | explored − source Σp (mean) "
+             "| Δ next ranking (points) | 95 % interval | explored below its source |",
+             "|---|---:|---:|---:|---:|---:|---|---:|"]
+    found, missing = searched_outcomes(run, cfg)
+    lines += [exploit_row(plan, outcomes) for plan, outcomes in found]
     return lines + missing_line("search histories", missing)
 
 
@@ -340,28 +353,25 @@ def plot_exploits(run: Path, cfg: ExperimentConfig, path: Path) -> int:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    from rolekd.augment.plot import _atomic_savefig
+
     fig = Figure(figsize=(7, 4))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    drawn = 0
-    for plan in plan_schedules(cfg):
-        search = run / plan.folder / "search"
-        if not plan.searched or not (search / HISTORY).is_file():
-            continue
-        paired = [o for o in exploit_outcomes(search, cfg.search.perturbation_interval)
-                  if o["target_acc"] is not None and o["source_acc"] is not None]
-        ax.plot([o["epoch"] for o in paired], [100 * (o["target_acc"] - o["source_acc"]) for o in paired], "o",
+    found, _ = searched_outcomes(run, cfg)
+    for plan, outcomes in found:
+        both = paired(outcomes)
+        ax.plot([o["epoch"] for o in both], [100 * (o["target_acc"] - o["source_acc"]) for o in both], "o",
                 alpha=0.7, label=f"{plan.ref} ({plan.role})")
-        drawn += 1
     ax.axhline(0, color="grey", lw=0.8)
     ax.set_xlabel("epoch of the exploit")
     ax.set_ylabel("explored − source, next ranking (points)")
     ax.set_title("What each search saw of the policies it explored")
-    if drawn:
+    if found:
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    return drawn
+    _atomic_savefig(fig, path, dpi=110)
+    return len(found)
 
 
 # ---- the whole analysis -------------------------------------------------------------------------
